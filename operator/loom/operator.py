@@ -1,0 +1,257 @@
+"""The kopf layer: observe, plan, apply. Run it with `python -m loom.operator`.
+
+Each kind is reconciled level-triggered on a short timer: observe the resource's
+inputs and children, ask the pure planner what should be, and apply the
+difference. Nothing here decides anything; a restart at any point converges.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Any, Callable
+
+import kopf
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+
+from loom import GROUP, VERSION
+from loom.config import Settings
+from loom.reconcile import dataset, deployment, evaluation, labeljob, trainingrun
+from loom.reconcile.common import Plan
+from loom.reconcile.steps import StepObserved, result_uri
+
+log = logging.getLogger("loom.operator")
+SETTINGS = Settings.from_env()
+PLURALS = {"Dataset": "datasets", "LabelJob": "labeljobs", "TrainingRun": "trainingruns",
+           "Evaluation": "evaluations", "Deployment": "deployments"}
+CHILDREN = {  # (group, version, plural) of what the operator creates, by apiVersion/kind
+    ("batch/v1", "Job"): ("batch", "v1", "jobs"),
+    ("kubeflow.org/v1", "PyTorchJob"): ("kubeflow.org", "v1", "pytorchjobs"),
+    ("serving.kserve.io/v1beta1", "InferenceService"): ("serving.kserve.io", "v1beta1", "inferenceservices"),
+}
+
+
+class Cluster:
+    """The operator's I/O with the API server and object storage, kept at the edge."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.api = k8s.ApiClient()
+        self.custom = k8s.CustomObjectsApi(self.api)
+        self.batch = k8s.BatchV1Api(self.api)
+        self._storage = None
+
+    @property
+    def storage(self):
+        if self._storage is None:
+            from loom.backends.storage import Storage
+
+            self._storage = Storage.from_env()
+        return self._storage
+
+    def get(self, group: str, version: str, plural: str, namespace: str, name: str | None) -> dict[str, Any] | None:
+        if not name:
+            return None
+        try:
+            if group == "batch":
+                return self.api.sanitize_for_serialization(self.batch.read_namespaced_job(name, namespace))
+            return self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def loom(self, kind: str, namespace: str, name: str | None) -> dict[str, Any] | None:
+        return self.get(GROUP, VERSION, PLURALS[kind], namespace, name)
+
+    def read_result(self, uri: str) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            return self.storage.get_json(uri), None
+        except Exception as exc:  # noqa: BLE001 - the message goes into a condition
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def create(self, manifest: dict[str, Any]) -> None:
+        group, version, plural = CHILDREN[(manifest["apiVersion"], manifest["kind"])]
+        ns = manifest["metadata"]["namespace"]
+        try:
+            if group == "batch":
+                self.batch.create_namespaced_job(ns, manifest)
+            else:
+                self.custom.create_namespaced_custom_object(group, version, ns, plural, manifest)
+        except ApiException as exc:
+            if exc.status != 409:  # already there: a previous pass created it
+                raise
+
+    def merge_patch(self, child: dict[str, Any], patch: dict[str, Any]) -> None:
+        group, version, plural = CHILDREN[(child["apiVersion"], child["kind"])]
+        meta = child["metadata"]
+        self.custom.patch_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], patch)
+
+    def write_lineage(self, namespace: str, record) -> None:
+        from loom.lineage import record as lineage_record
+
+        lineage_record.write(self.storage, self.settings.bucket, namespace, record)
+
+
+CLUSTER: Cluster | None = None
+
+
+def cluster() -> Cluster:
+    global CLUSTER
+    if CLUSTER is None:
+        CLUSTER = Cluster(SETTINGS)
+    return CLUSTER
+
+
+def _job_with_result(c: Cluster, body: dict[str, Any], job: dict[str, Any] | None, finished: bool) -> StepObserved:
+    obs = StepObserved(job=job)
+    if job is not None and finished:
+        obs.result, obs.result_error = c.read_result(result_uri(c.settings, body))
+    return obs
+
+
+def _job_finished(job: dict[str, Any] | None) -> bool:
+    from loom.backends.jobs import job_outcome
+
+    return job_outcome(job) in ("succeeded", "failed")
+
+
+def _ref(body: dict[str, Any], field: str) -> str | None:
+    ref = (body.get("spec") or {}).get(field)
+    return ref.get("name") if isinstance(ref, dict) else None
+
+
+def observe_dataset(c: Cluster, body: dict[str, Any]):
+    job = c.get("batch", "v1", "jobs", body["metadata"]["namespace"], dataset.job_name(body))
+    return _job_with_result(c, body, job, _job_finished(job))
+
+
+def observe_labeljob(c: Cluster, body: dict[str, Any]):
+    ns = body["metadata"]["namespace"]
+    job = c.get("batch", "v1", "jobs", ns, labeljob.job_name(body))
+    base = _job_with_result(c, body, job, _job_finished(job))
+    return labeljob.Observed(job=base.job, result=base.result, result_error=base.result_error,
+                             dataset=c.loom("Dataset", ns, _ref(body, "datasetRef")))
+
+
+def observe_trainingrun(c: Cluster, body: dict[str, Any]):
+    ns = body["metadata"]["namespace"]
+    lj = c.loom("LabelJob", ns, _ref(body, "labelJobRef"))
+    ds = c.loom("Dataset", ns, _ref(lj, "datasetRef")) if lj else None
+    job = c.get("kubeflow.org", "v1", "pytorchjobs", ns, trainingrun.job_name(body))
+    obs = trainingrun.Observed(labeljob=lj, dataset=ds, job=job)
+    from loom.backends.pytorchjob import pytorchjob_outcome
+
+    if pytorchjob_outcome(job)[0] in ("succeeded", "failed"):
+        obs.result, obs.result_error = c.read_result(result_uri(c.settings, body))
+    return obs
+
+
+def observe_evaluation(c: Cluster, body: dict[str, Any]):
+    ns = body["metadata"]["namespace"]
+    tr = c.loom("TrainingRun", ns, _ref(body, "trainingRunRef"))
+    lj = c.loom("LabelJob", ns, _ref(tr, "labelJobRef")) if tr else None
+    ds = c.loom("Dataset", ns, _ref(lj, "datasetRef")) if lj else None
+    job = c.get("batch", "v1", "jobs", ns, evaluation.job_name(body))
+    base = _job_with_result(c, body, job, _job_finished(job))
+    return evaluation.Observed(job=base.job, result=base.result, result_error=base.result_error,
+                               trainingrun=tr, labeljob=lj, dataset=ds)
+
+
+def observe_deployment(c: Cluster, body: dict[str, Any]):
+    ns = body["metadata"]["namespace"]
+    return deployment.Observed(
+        evaluation=c.loom("Evaluation", ns, _ref(body, "evaluationRef")),
+        isvc=c.get("serving.kserve.io", "v1beta1", "inferenceservices", ns, body["metadata"]["name"]),
+    )
+
+
+def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch from current to desired status: changed keys, and null for removed ones."""
+    patch = {k: v for k, v in desired.items() if current.get(k) != v}
+    for key in current:
+        if key not in desired and key != "kopf":
+            patch[key] = None
+    return patch
+
+
+def apply(c: Cluster, body: dict[str, Any], plan: Plan, patch: kopf.Patch) -> None:
+    for child in plan.create:
+        c.create(child)
+    for child, child_patch in plan.patch:
+        c.merge_patch(child, child_patch)
+    for record in plan.lineage:
+        c.write_lineage(body["metadata"]["namespace"], record)
+    for key, value in status_patch(dict(body.get("status") or {}), plan.status).items():
+        patch.status[key] = value
+    for event in plan.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def reconcile(kind: str, observe: Callable, planner: Callable, body: kopf.Body, patch: kopf.Patch, logger) -> None:
+    raw = dict(body)
+    raw.setdefault("kind", kind)
+    c = cluster()
+    try:
+        plan = planner(raw, observe(c, raw), c.settings, dt.datetime.now(dt.timezone.utc))
+        apply(c, raw, plan, patch)
+    except ApiException as exc:
+        # A transient API error (conflict, timeout): the next tick tries again.
+        logger.warning(f"{kind} reconcile deferred: API {exc.status} {exc.reason}")
+    except Exception as exc:  # noqa: BLE001 - the operator never crashes on one resource
+        logger.exception(f"{kind} reconcile error")
+        patch.status["conditions"] = _error_conditions(raw, f"{type(exc).__name__}: {exc}")
+
+
+def _error_conditions(body: dict[str, Any], message: str) -> list[dict[str, Any]]:
+    from loom.reconcile.common import StatusBuilder
+
+    sb = StatusBuilder(body, dt.datetime.now(dt.timezone.utc))
+    sb.condition("ReconcileError", True, "InternalError", message.splitlines()[0][:500])
+    return sb.status["conditions"]
+
+
+def _register(kind: str, observe: Callable, planner: Callable) -> None:
+    plural = PLURALS[kind]
+
+    def tick(body: kopf.Body, patch: kopf.Patch, logger, **_: Any) -> None:
+        reconcile(kind, observe, planner, body, patch, logger)
+
+    tick.__name__ = f"reconcile_{plural}"
+    kopf.timer(GROUP, VERSION, plural, interval=SETTINGS.reconcile_interval, id="reconcile")(tick)
+
+
+_register("Dataset", observe_dataset, dataset.plan)
+_register("LabelJob", observe_labeljob, labeljob.plan)
+_register("TrainingRun", observe_trainingrun, trainingrun.plan)
+_register("Evaluation", observe_evaluation, evaluation.plan)
+_register("Deployment", observe_deployment, deployment.plan)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    try:
+        k8s_config.load_incluster_config()
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()
+    # Progress and diff-base go to annotations: status belongs to Loom's schema alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="loom.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="loom.dev")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 60
+    settings.execution.max_workers = int(os.environ.get("LOOM_WORKERS", "8"))
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOOM_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kopf.run(
+        clusterwide=True,
+        standalone=True,
+        liveness_endpoint=os.environ.get("LOOM_LIVENESS_ENDPOINT"),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Deployment: serve the evaluated model through a KServe InferenceService, canary first.
+
+The state of a rollout lives in the Deployment's status (champion, canary,
+rejected models), so an operator restart picks it up where it was.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from loom.api import parse_spec
+from loom.backends.inferenceservice import inference_service, isvc_state, served_model
+from loom.config import Settings
+from loom.reconcile.common import (
+    Event, LineageRecord, Plan, StatusBuilder, now_iso, owner_reference, parse_time, ref_namespace_error,
+)
+from loom.reconcile.steps import dependency_problem, labels_for
+
+
+@dataclass
+class Observed:
+    evaluation: dict[str, Any] | None = None
+    isvc: dict[str, Any] | None = None
+
+
+def _short(digest: str | None) -> str:
+    return (digest or "")[:19]
+
+
+def _isvc(body: dict[str, Any], model: dict[str, str], sa: str, canary: int | None) -> dict[str, Any]:
+    return inference_service(
+        name=body["metadata"]["name"], namespace=body["metadata"]["namespace"],
+        model_uri=model["uri"], model_digest=model["digest"], service_account=sa,
+        owner=owner_reference(body), labels=labels_for(body), canary_percent=canary,
+    )
+
+
+def _model_patch(model: dict[str, str], sa: str, canary: int | None) -> dict[str, Any]:
+    """A merge patch that points the predictor at a model; canary None removes the split."""
+    return {
+        "metadata": {"annotations": {"loom.dev/model-digest": model["digest"]}},
+        "spec": {
+            "predictor": {
+                "serviceAccountName": sa,
+                "canaryTrafficPercent": canary,
+                "model": {
+                    "modelFormat": {"name": "onnx"},
+                    "runtime": "loom-onnx",
+                    "protocolVersion": "v2",
+                    "storageUri": model["uri"],
+                    "env": [{"name": "LOOM_MODEL_DIGEST", "value": model["digest"]}],
+                },
+            }
+        },
+    }
+
+
+def _lineage(body: dict[str, Any], model: dict[str, str], evaluation: dict[str, Any], now: dt.datetime) -> LineageRecord:
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    report = (evaluation.get("status") or {}).get("report")
+    inputs = [{"uri": model["uri"], "digest": model["digest"]}]
+    if report:
+        inputs.append({"uri": report["uri"], "digest": report["digest"]})
+    return LineageRecord(
+        kind="deployment", name=name, run_key=f"{body['metadata']['uid'][:8]}-{model['digest'][7:19]}",
+        inputs=inputs, outputs=[{"uri": f"kserve://{ns}/{name}", "digest": model["digest"]}],
+        facets={"evaluation": evaluation["metadata"]["name"], "promotedAt": now_iso(now)},
+    )
+
+
+def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.datetime) -> Plan:
+    sb = StatusBuilder(body, now)
+    st = sb.status
+    ns = body["metadata"]["namespace"]
+    try:
+        spec = parse_spec("Deployment", body.get("spec") or {})
+    except ValueError as exc:
+        sb.phase("Failed", "InvalidSpec", str(exc), failed=True)
+        return Plan(status=sb.build(), events=[Event("Warning", "InvalidSpec", str(exc))])
+    dumped = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+    cross = ref_namespace_error(dumped["evaluationRef"], ns, "spec.evaluationRef")
+    if cross:
+        sb.phase("Failed", "CrossNamespaceReference", cross, failed=True)
+        return Plan(status=sb.build(), events=[Event("Warning", "CrossNamespaceReference", cross)])
+    canary = dumped.get("canary") or {}
+    percent = int(canary.get("trafficPercent", 20))
+    analysis = float(canary.get("analysisSeconds", 10))
+    deadline = float(canary.get("readyDeadlineSeconds", 120))
+    sa = dumped.get("serviceAccountName", "loom-s3")
+    champion = st.get("model")
+    st["inferenceService"] = body["metadata"]["name"]
+    state = isvc_state(observed.isvc) if observed.isvc else None
+    if state and state["url"]:
+        st["url"] = state["url"]
+
+    # 1. What model does the spec ask for? Only one whose Evaluation passed.
+    eval_name = dumped["evaluationRef"]["name"]
+    problem = dependency_problem(observed.evaluation, "Evaluation", eval_name, {"Passed"})
+    if problem:
+        reason, message, fatal = problem
+        if fatal:
+            reason, message = "EvaluationNotPassed", f"refused: Evaluation {eval_name!r} has not passed ({_eval_summary(observed.evaluation)})"
+        if champion:
+            sb.condition("Progressing", False, reason, message)
+            sb.phase("Available" if state and state["ready"] else "Degraded", reason, message, ready=bool(state and state["ready"]))
+            return Plan(status=sb.build())
+        sb.phase("Failed" if fatal else "Pending", reason, message, failed=fatal)
+        return Plan(status=sb.build(), events=[Event("Warning", reason, message)] if fatal else [])
+    desired = (observed.evaluation.get("status") or {}).get("model")
+    if not desired or not desired.get("digest"):
+        sb.phase("Pending", "NoModel", f"Evaluation {eval_name!r} names no model yet")
+        return Plan(status=sb.build())
+    desired = {"uri": desired["uri"], "digest": desired["digest"]}
+    rejected = st.get("rejectedModels") or []
+
+    # 2. No InferenceService yet: the first rollout (or a re-creation of the champion).
+    if observed.isvc is None:
+        target = champion or desired
+        st["canaryModel"] = None if champion else desired
+        st["canaryStartTime"] = now_iso(now)
+        sb.condition("Progressing", True, "Creating", f"creating InferenceService for model {_short(target['digest'])}")
+        sb.phase("Progressing", "Creating", f"creating InferenceService {body['metadata']['name']}")
+        return Plan(status=sb.build(), create=[_isvc(body, target, sa, None)],
+                    events=[Event("Normal", "Creating", f"InferenceService for model {_short(target['digest'])}")])
+
+    canary_model = st.get("canaryModel")
+    started = parse_time(st.get("canaryStartTime")) or now
+    fresh = state["observed_generation"] in (None, observed.isvc["metadata"].get("generation"))
+
+    # 3. First rollout: nothing to roll back to, so failure is Failed.
+    if not champion:
+        if state["failure"] or (now - started).total_seconds() > deadline:
+            message = f"model {_short(canary_model['digest'] if canary_model else desired['digest'])} did not become ready: {state['failure'] or f'not Ready within {deadline:.0f}s'}"
+            sb.condition("Progressing", False, "RolloutFailed", message)
+            sb.phase("Failed", "RolloutFailed", message, failed=True)
+            return Plan(status=sb.build(), events=[Event("Warning", "RolloutFailed", message)])
+        if fresh and state["ready"] and state["latest_ready"]:
+            model = canary_model or desired
+            st.update({"model": model, "canaryModel": None, "trafficPercent": 100})
+            message = f"serving model {_short(model['digest'])} at {state['url']}"
+            sb.condition("Progressing", False, "RolloutComplete", message)
+            sb.phase("Available", "RolloutComplete", message, ready=True)
+            return Plan(status=sb.build(), events=[Event("Normal", "Available", message)],
+                        lineage=[_lineage(body, model, observed.evaluation, now)])
+        sb.phase("Progressing", "WaitingForReady", "waiting for the InferenceService to become Ready")
+        return Plan(status=sb.build())
+
+    # 4. A canary in flight: promote when healthy long enough, roll back on failure or timeout.
+    if canary_model:
+        if canary_model["digest"] != desired["digest"]:
+            # The spec moved on mid-canary: point the canary at the newer model.
+            st.update({"canaryModel": desired, "canaryStartTime": now_iso(now), "canaryReadySince": None})
+            sb.phase("Canary", "CanaryRestarted", f"canary now model {_short(desired['digest'])}")
+            return Plan(status=sb.build(), patch=[(observed.isvc, _model_patch(desired, sa, percent))])
+        failure = state["failure"] if fresh else None
+        if not failure and (now - started).total_seconds() > deadline and not (fresh and state["latest_ready"]):
+            failure = f"not Ready within readyDeadlineSeconds {deadline:.0f}"
+        if failure:
+            message = (f"rolled back model {_short(canary_model['digest'])} to {_short(champion['digest'])}: "
+                       f"canary health check failed: {failure}")
+            st.update({"canaryModel": None, "canaryReadySince": None, "trafficPercent": 100,
+                       "rejectedModels": rejected + [canary_model["digest"]]})
+            sb.condition("RolledBack", True, "CanaryUnhealthy", message)
+            sb.condition("Progressing", False, "RolledBack", message)
+            sb.phase("RolledBack", "CanaryUnhealthy", message, ready=True)
+            return Plan(status=sb.build(), patch=[(observed.isvc, _model_patch(champion, sa, None))],
+                        events=[Event("Warning", "RolledBack", message)])
+        if fresh and state["latest_ready"]:
+            since = parse_time(st.get("canaryReadySince")) or now
+            st["canaryReadySince"] = now_iso(since)
+            if (now - since).total_seconds() >= analysis:
+                message = f"promoted model {_short(canary_model['digest'])} (was {_short(champion['digest'])})"
+                st.update({"previousModel": champion, "model": canary_model, "canaryModel": None,
+                           "canaryReadySince": None, "trafficPercent": 100})
+                sb.condition("RolledBack", False, "Promoted", message)
+                sb.condition("Progressing", False, "Promoted", message)
+                sb.phase("Available", "Promoted", message, ready=True)
+                return Plan(status=sb.build(), patch=[(observed.isvc, _model_patch(canary_model, sa, None))],
+                            events=[Event("Normal", "Promoted", message)],
+                            lineage=[_lineage(body, canary_model, observed.evaluation, now)])
+            message = f"canary {_short(canary_model['digest'])} healthy at {percent}% for {(now - since).total_seconds():.0f}s of {analysis:.0f}s"
+        else:
+            message = f"canary {_short(canary_model['digest'])} at {percent}% is starting"
+        st["trafficPercent"] = percent
+        sb.condition("Progressing", True, "Canary", message)
+        sb.phase("Canary", "Canary", message, ready=True)
+        return Plan(status=sb.build())
+
+    # 5. Steady state: start a canary for a new model, or keep the champion as declared.
+    if desired["digest"] != champion["digest"]:
+        if desired["digest"] in rejected:
+            message = f"model {_short(desired['digest'])} was rolled back before; serving {_short(champion['digest'])}"
+            sb.condition("Progressing", False, "ModelRejected", message)
+            sb.phase(st.get("phase") if st.get("phase") in ("RolledBack", "Available") else "Available",
+                     "ModelRejected", message, ready=state["ready"])
+            return Plan(status=sb.build())
+        st.update({"canaryModel": desired, "canaryStartTime": now_iso(now), "canaryReadySince": None, "trafficPercent": percent})
+        message = f"canary model {_short(desired['digest'])} at {percent}% beside {_short(champion['digest'])}"
+        sb.condition("Progressing", True, "CanaryStarted", message)
+        sb.phase("Canary", "CanaryStarted", message, ready=True)
+        return Plan(status=sb.build(), patch=[(observed.isvc, _model_patch(desired, sa, percent))],
+                    events=[Event("Normal", "CanaryStarted", message)])
+
+    patches = []
+    uri, digest = served_model(observed.isvc)
+    canary_set = ((observed.isvc.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent") is not None
+    if digest != champion["digest"] or uri != champion["uri"] or canary_set:
+        patches.append((observed.isvc, _model_patch(champion, sa, None)))  # someone edited our child: restore it
+    message = f"serving model {_short(champion['digest'])}" + (f" at {state['url']}" if state["url"] else "")
+    if st.get("phase") == "RolledBack":
+        sb.phase("RolledBack", "CanaryUnhealthy", get_message(st, "RolledBack") or message, ready=state["ready"])
+    else:
+        sb.phase("Available" if state["ready"] else "Degraded", "Serving" if state["ready"] else "NotReady", message, ready=state["ready"])
+    return Plan(status=sb.build(), patch=patches)
+
+
+def get_message(status: dict[str, Any], type_: str) -> str | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == type_:
+            return cond.get("message")
+    return None
+
+
+def _eval_summary(evaluation: dict[str, Any] | None) -> str:
+    for cond in ((evaluation or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("message") or cond.get("reason") or "not passed"
+    return "not passed"
