@@ -21,8 +21,12 @@ ROOT_KEYS = ("apiVersion", "kind", "metadata")
 
 # --- pruning and defaulting ----------------------------------------------------------------
 
-def prune(schema: Obj, value: Any, root: bool = True) -> Any:
-    """Drop fields the schema does not declare (unless it preserves unknown fields), in place."""
+def prune(schema: Obj, value: Any, root: bool = True, pruned: list[str] | None = None, path: str = "") -> Any:
+    """Drop fields the schema does not declare (unless it preserves unknown fields), in place.
+
+    The paths of the dropped fields are appended to ``pruned`` (for strict field validation).
+    """
+    pruned = [] if pruned is None else pruned
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         addl = schema.get("additionalProperties")
@@ -36,14 +40,15 @@ def prune(schema: Obj, value: Any, root: bool = True) -> Any:
                 if value[key] is None and not props[key].get("nullable"):
                     del value[key]
                 else:
-                    prune(props[key], value[key], root=False)
+                    prune(props[key], value[key], False, pruned, f"{path}.{key}" if path else key)
             elif isinstance(addl, dict):
-                prune(addl, value[key], root=False)
+                prune(addl, value[key], False, pruned, f"{path}.{key}" if path else key)
             elif not (preserve or addl is True):
                 del value[key]
+                pruned.append(f"{path}.{key}" if path else key)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for item in value:
-            prune(schema["items"], item, root=False)
+        for index, item in enumerate(value):
+            prune(schema["items"], item, False, pruned, f"{path}[{index}]")
     return value
 
 
@@ -285,11 +290,11 @@ def _cel_errors(schema: Obj, value: Any, old: Any, path: list[Any], has_old: boo
 
 # --- the whole admission ---------------------------------------------------------------------
 
-def admit(schema: Obj | None, obj: Obj, old: Obj | None = None) -> list[FieldError]:
+def admit(schema: Obj | None, obj: Obj, old: Obj | None = None, pruned: list[str] | None = None) -> list[FieldError]:
     """Prune and default ``obj`` in place; return the validation errors (empty if valid)."""
     if not schema:
         return []
-    prune(schema, obj)
+    prune(schema, obj, pruned=pruned)
     apply_defaults(schema, obj)
     validator = jsonschema.Draft4Validator(to_jsonschema(schema))
     body = {k: v for k, v in obj.items() if k != "metadata"}  # metadata is the server's business

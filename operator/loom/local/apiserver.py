@@ -32,7 +32,7 @@ import yaml
 from kmock._internal import rendering
 from kmock._internal.k8s import KubernetesEmulator
 
-from loom.local import admission, patching
+from loom.local import admission, openapi, patching
 from loom.local.store import ApiError, Obj, ResourceType, Store, match_fields, match_labels, not_found, \
     parse_field_selector, parse_label_selector
 
@@ -170,6 +170,8 @@ class LoomKubernetes(KubernetesEmulator):
                                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": request.url.host}]})
         if method == "GET" and path == "/apis":
             return self._json(self._group_list())
+        if method == "GET" and path.startswith("/openapi/v3"):
+            return self._json(self._openapi(path[len("/openapi/v3"):].strip("/")))
         if method == "GET" and path == "/":
             return self._json({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/version"]})
         parsed = self._parse_path(path)
@@ -309,6 +311,21 @@ class LoomKubernetes(KubernetesEmulator):
         return {"kind": "APIResourceList", "apiVersion": "v1",
                 "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 
+    def _openapi(self, gv: str) -> Obj:
+        docs: dict[str, Obj] = {}
+        by_gv: dict[tuple[str, str], list[ResourceType]] = {}
+        for rtype in self.store.types.values():
+            for version in rtype.versions:
+                by_gv.setdefault((rtype.group, version), []).append(rtype)
+        for (group, version), rtypes in by_gv.items():
+            if not gv or gv == openapi.gv_path(group, version):
+                docs[openapi.gv_path(group, version)] = openapi.gv_document(rtypes, group, version)
+        if not gv:
+            return openapi.root_document(docs)
+        if gv not in docs:
+            raise not_found(None)
+        return docs[gv]
+
     # --- reading ------------------------------------------------------------------------------
 
     def _selected(self, params: dict[str, str]) -> Any:
@@ -416,11 +433,15 @@ class LoomKubernetes(KubernetesEmulator):
 
     # --- writing ------------------------------------------------------------------------------
 
-    def _admit(self, rtype: ResourceType, version: str, obj: Obj, old: Obj | None) -> None:
+    def _admit(self, rtype: ResourceType, version: str, obj: Obj, old: Obj | None, params: dict[str, str]) -> None:
         if rtype.key == CRD_KEY:
             errors = self._validate_crd(obj)
         else:
-            errors = admission.admit(rtype.schemas.get(version), obj, old)
+            pruned: list[str] = []
+            errors = admission.admit(rtype.schemas.get(version), obj, old, pruned)
+            if pruned and params.get("fieldValidation") == "Strict":  # kubectl apply asks for it
+                unknown = ", ".join(f'unknown field "{p}"' for p in pruned)
+                raise ApiError(400, "BadRequest", f"strict decoding error: {unknown}")
         if errors:
             name = obj.get("metadata", {}).get("name", "")
             raise ApiError(422, "Invalid", admission.invalid_error_message(rtype.group_kind, name, errors),
@@ -463,7 +484,7 @@ class LoomKubernetes(KubernetesEmulator):
         obj["apiVersion"], obj["kind"] = rtype.api_version(version), rtype.kind
         if rtype.status:
             obj.pop("status", None)  # status is written through /status only
-        self._admit(rtype, version, obj, None)
+        self._admit(rtype, version, obj, None, params)
         if rtype.key == NS_KEY:
             obj["status"] = {"phase": "Active"}
         if rtype.key == CRD_KEY:
@@ -551,7 +572,7 @@ class LoomKubernetes(KubernetesEmulator):
                                            f"no new finalizers can be added if the object is being deleted")
         new["apiVersion"], new["kind"] = rtype.api_version(version), rtype.kind
         if sub != "status":
-            self._admit(rtype, version, new, old)
+            self._admit(rtype, version, new, old, params)
         if _spec_part(new) != _spec_part(old):
             meta["generation"] = int(old_meta.get("generation") or 1) + 1
         if rtype.key == CRD_KEY:
