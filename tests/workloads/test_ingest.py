@@ -3,7 +3,7 @@ import pandas as pd
 from loom.workloads import ingest
 from loom.workloads._task import execute
 
-from conftest import DATA, ingest_task, run_module, upload_quickstart
+from wl_helpers import DATA, ingest_task, run_module, upload_quickstart
 
 
 def test_ingest_sizes_and_stable_digests(storage, ns):

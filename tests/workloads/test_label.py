@@ -6,7 +6,7 @@ import pandas as pd
 from loom.workloads import ingest, label
 from loom.workloads._task import execute
 
-from conftest import ingest_task, label_task, upload_quickstart
+from wl_helpers import ingest_task, label_task, upload_quickstart
 
 
 def _dataset(storage, ns):

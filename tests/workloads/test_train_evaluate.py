@@ -41,7 +41,7 @@ def test_ddp_training_two_processes(trained, storage):
 
 def test_train_single_process_errors(storage, labelled, monkeypatch):
     ns, ds, lb = labelled
-    from conftest import train_task
+    from wl_helpers import train_task
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     task = train_task(ns, lb, classes=["setosa", "versicolor"])
     code, r = execute(train.main, task, storage)
