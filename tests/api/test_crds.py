@@ -230,7 +230,6 @@ def test_status_schema_has_no_defaults(kind: str) -> None:
     conditions = status["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
-    assert status["properties"]["kopf"]["x-kubernetes-preserve-unknown-fields"] is True
 
 
 def test_no_model_field_lacks_a_description() -> None:

@@ -182,11 +182,6 @@ def open_api_schema(info: KindInfo) -> dict[str, Any]:
     status["description"] = (
         status.get("description", "") + " Written by the operator; do not edit."
     ).strip()
-    status["properties"]["kopf"] = {
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-        "description": "Internal progress of the operator's handlers (kopf). Do not edit.",
-    }
     return {
         "type": "object",
         "description": info.description,
