@@ -1,0 +1,282 @@
+"""The batch/v1 Job controller, locally: pods as processes, status as the real one writes it."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from .kube import JOBS, PODS, Kube, Obj, get_condition, now, parse_time, set_condition, status_diff
+from .pods import LocalPod, SpecError, as_int, owner_ref
+
+log = logging.getLogger("loom.local.executor")
+
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's generateName alphabet
+
+
+def random_suffix(n: int = 5) -> str:
+    return "".join(random.choice(_ALPHABET) for _ in range(n))
+
+
+def _done(status: Obj | None) -> str | None:
+    for t in ("Complete", "Failed"):
+        c = get_condition((status or {}).get("conditions"), t)
+        if c and c.get("status") == "True":
+            return t
+    return None
+
+
+class JobRun:
+    """What the controller knows about one Job (one uid)."""
+
+    def __init__(self, ctl: "JobController", job: Obj) -> None:
+        self.ctl = ctl
+        meta = job.get("metadata") or {}
+        self.namespace = meta.get("namespace") or "default"
+        self.name = meta["name"]
+        self.uid = meta.get("uid") or ""
+        self.owner = owner_ref({**job, "apiVersion": "batch/v1", "kind": "Job"})
+        status = job.get("status") or {}
+        self.finished: str | None = _done(status)  # "Complete" | "Failed" | None
+        self.finished_mono: float | None = time.monotonic() if self.finished else None
+        self.conditions: list[Obj] = list(status.get("conditions") or []) if self.finished else []
+        self.pods: list[LocalPod] = []
+        self.succeeded = int(status.get("succeeded") or 0) if self.finished else 0
+        self.failed = int(status.get("failed") or 0) if self.finished else 0
+        self.succeeded_indexes: set[int] = set()
+        self.start_time: str | None = status.get("startTime") if self.finished else None
+        self.start_mono: float | None = None
+        self.completion_time: str | None = status.get("completionTime") if self.finished else None
+        self.suspended = False
+
+    # -- helpers -------------------------------------------------------------
+    def active(self) -> list[LocalPod]:
+        return [p for p in self.pods if not p.finished]
+
+    def kill_all(self, reason: str = "Killed", message: str | None = None) -> None:
+        for p in self.active():
+            p.kill(reason, message)
+
+    def finish(self, kind: str, reason: str, message: str) -> None:
+        self.kill_all("DeadlineExceeded" if reason == "DeadlineExceeded" else "Killed", message)
+        self.finished = kind
+        self.finished_mono = time.monotonic()
+        ts = now()
+        if kind == "Complete":
+            self.completion_time = ts
+            self.conditions = set_condition(self.conditions, "SuccessCriteriaMet", "True", reason, message,
+                                            lastProbeTime=ts)
+            self.conditions = set_condition(self.conditions, "Complete", "True", reason, message, lastProbeTime=ts)
+        else:
+            self.conditions = set_condition(self.conditions, "FailureTarget", "True", reason, message,
+                                            lastProbeTime=ts)
+            self.conditions = set_condition(self.conditions, "Failed", "True", reason, message, lastProbeTime=ts)
+        self.ctl.kube.event({"apiVersion": "batch/v1", "kind": "Job",
+                             "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid}},
+                            "Completed" if kind == "Complete" else reason, message,
+                            "Normal" if kind == "Complete" else "Warning", component="job-controller")
+
+    # -- the reconcile step --------------------------------------------------
+    def tick(self, job: Obj) -> None:
+        spec = job.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise SpecError("spec must be an object")
+        if self.finished:
+            ttl = as_int(spec.get("ttlSecondsAfterFinished"), None, "spec.ttlSecondsAfterFinished")
+            if ttl is not None and self.finished_mono is not None and time.monotonic() - self.finished_mono >= ttl:
+                self.ctl.kube.delete(JOBS, self.namespace, self.name)
+                return
+            self.write_status(job)
+            return
+        backoff = as_int(spec.get("backoffLimit"), 6, "spec.backoffLimit")
+        completions = as_int(spec.get("completions"), 1, "spec.completions", 1)
+        parallelism = as_int(spec.get("parallelism"), 1, "spec.parallelism")
+        deadline = as_int(spec.get("activeDeadlineSeconds"), None, "spec.activeDeadlineSeconds", 1)
+        indexed = spec.get("completionMode") == "Indexed"
+        template = spec.get("template")
+        if not isinstance(template, dict) or not (template.get("spec") or {}).get("containers"):
+            raise SpecError("spec.template.spec.containers is required")
+
+        if spec.get("suspend"):
+            if not self.suspended:
+                for p in self.active():
+                    p.kill("Killed", "Job suspended")
+                    p.delete_object()
+                self.pods = [p for p in self.pods if p.phase == "Succeeded" or p.phase == "Failed"]
+                self.suspended = True
+                self.start_mono = None
+                self.start_time = None
+                self.conditions = set_condition(self.conditions, "Suspended", "True", "JobSuspended",
+                                                "Job suspended")
+            self.write_status(job)
+            return
+        if self.suspended:
+            self.suspended = False
+            self.conditions = set_condition(self.conditions, "Suspended", "False", "JobResumed", "Job resumed")
+
+        if self.start_mono is None:
+            self.start_mono = time.monotonic()
+            self.start_time = now()
+
+        for p in self.active():
+            phase = p.tick()
+            if phase == "Succeeded":
+                self.succeeded += 1
+                idx = p.labels.get("batch.kubernetes.io/job-completion-index")
+                if idx is not None:
+                    self.succeeded_indexes.add(int(idx))
+            elif phase == "Failed":
+                self.failed += 1
+                tail = p.log_tail(400).splitlines()[-1:] or [""]
+                self.ctl.kube.event(
+                    {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": p.name, "namespace": p.namespace}},
+                    "BackOff" if p.reason != "StartError" else "Failed",
+                    f"container exited with code {p.exit_code}" + (f": {p.message}" if p.reason == "StartError"
+                                                                   else (f"; last log line: {tail[0]}" if tail[0] else "")),
+                    "Warning", component="kubelet")
+
+        if deadline is not None and time.monotonic() - self.start_mono >= deadline:
+            self.finish("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")
+        elif self.failed > backoff:
+            self.finish("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+        elif (len(self.succeeded_indexes) if indexed else self.succeeded) >= completions:
+            self.finish("Complete", "CompletionsReached", "Reached expected number of succeeded pods")
+        else:
+            active = self.active()
+            done = len(self.succeeded_indexes) if indexed else self.succeeded
+            want = min(parallelism - len(active), completions - done - len(active))
+            busy = {int(p.labels["batch.kubernetes.io/job-completion-index"]) for p in active} if indexed else set()
+            for _ in range(max(0, want)):
+                index = None
+                if indexed:
+                    free = [i for i in range(completions) if i not in busy and i not in self.succeeded_indexes]
+                    if not free:
+                        break
+                    index = free[0]
+                    busy.add(index)
+                self.start_pod(template, index)
+        self.write_status(job)
+
+    def start_pod(self, template: Obj, index: int | None) -> None:
+        labels = {"job-name": self.name, "controller-uid": self.uid,
+                  "batch.kubernetes.io/job-name": self.name, "batch.kubernetes.io/controller-uid": self.uid}
+        annotations = {"batch.kubernetes.io/job-tracking": ""}
+        env = {}
+        prefix = self.name
+        if index is not None:
+            labels["batch.kubernetes.io/job-completion-index"] = str(index)
+            annotations["batch.kubernetes.io/job-completion-index"] = str(index)
+            env["JOB_COMPLETION_INDEX"] = str(index)
+            prefix = f"{self.name}-{index}"
+        pod = LocalPod(self.ctl.kube, self.ctl.workdir, self.namespace, f"{prefix}-{random_suffix()}", template,
+                       labels, self.owner, env, annotations, env_base=self.ctl.env_base)
+        self.pods.append(pod)
+        pod.start()
+
+    def write_status(self, job: Obj) -> None:
+        active = self.active()
+        st: Obj = {}
+        if self.start_time:
+            st["startTime"] = self.start_time
+        if self.completion_time and self.finished == "Complete":
+            st["completionTime"] = self.completion_time
+        if active:
+            st["active"] = len(active)
+        st["ready"] = sum(1 for p in active if p.phase == "Running")
+        if self.succeeded:
+            st["succeeded"] = self.succeeded
+        if self.failed:
+            st["failed"] = self.failed
+        st["terminating"] = 0
+        st["uncountedTerminatedPods"] = {}
+        if self.conditions:
+            st["conditions"] = self.conditions
+        if self.succeeded_indexes:
+            st["completedIndexes"] = _ranges(sorted(self.succeeded_indexes))
+        patch = status_diff(job.get("status"), st)
+        if patch:
+            self.ctl.kube.patch(JOBS, self.namespace, self.name, {"status": patch}, status=True)
+            job["status"] = st
+
+
+def _ranges(xs: list[int]) -> str:
+    out, i = [], 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+class JobController:
+    def __init__(self, kube: Kube, workdir: Path, env_base: dict[str, str] | None = None) -> None:
+        self.kube = kube
+        self.workdir = Path(workdir)
+        self.env_base = env_base
+        self.runs: dict[tuple[str, str], JobRun] = {}
+
+    def reconcile(self) -> None:
+        jobs = self.kube.list(JOBS)
+        seen: set[tuple[str, str]] = set()
+        for job in jobs:
+            meta = job.get("metadata") or {}
+            if not meta.get("name"):
+                continue
+            key = (meta.get("namespace") or "default", meta["name"])
+            seen.add(key)
+            run = self.runs.get(key)
+            if run is not None and run.uid != (meta.get("uid") or ""):
+                self.forget(key)  # deleted and created again under the same name
+                run = None
+            if run is None:
+                run = self.runs[key] = JobRun(self, job)
+                if not run.finished:
+                    self._collect_orphans(run)
+            try:
+                run.tick(job)
+            except SpecError as e:
+                log.warning("job %s/%s: %s", *key, e)
+                run.finish("Failed", "InvalidSpec", str(e))
+                run.write_status(job)
+            except Exception:
+                log.exception("job %s/%s: reconcile failed (will retry)", *key)
+        for key in list(self.runs):
+            if key not in seen:
+                self.forget(key)
+
+    def _collect_orphans(self, run: JobRun) -> None:
+        """Pods of this Job left by an earlier executor: their processes died with it."""
+        try:
+            for pod in self.kube.list(PODS, run.namespace):
+                refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+                if any(r.get("uid") == run.uid and r.get("kind") == "Job" for r in refs) and \
+                        (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                    self.kube.delete(PODS, run.namespace, pod["metadata"]["name"])
+        except Exception as e:
+            log.debug("orphan pods of %s/%s: %s", run.namespace, run.name, e)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """The Job is gone: kill its processes, and delete its pods (the garbage collector's part)."""
+        run = self.runs.pop(key)
+        run.kill_all("Killed", "Job deleted")
+        for p in run.pods:
+            p.delete_object()
+        if not run.pods:
+            try:
+                for pod in self.kube.list(PODS, run.namespace):
+                    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+                    if any(r.get("uid") == run.uid for r in refs):
+                        self.kube.delete(PODS, run.namespace, pod["metadata"]["name"])
+            except Exception:
+                pass
+
+    def stop(self) -> None:
+        for run in self.runs.values():
+            run.kill_all("Killed", "executor stopped", )
+        self.runs.clear()
+
+    def processes(self) -> list[Any]:
+        return [p.proc for r in self.runs.values() for p in r.pods if p.proc is not None]
