@@ -22,6 +22,7 @@ from ._task import WorkloadError, join_uri, parse_csv, require, run, to_csv_byte
 
 log = logging.getLogger("loom.workloads.ingest")
 SPLITS = ("train", "validation", "test")
+DEFAULT_FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
 
 
 def resolve_sources(storage: Storage, sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,7 +53,7 @@ def resolve_sources(storage: Storage, sources: list[dict[str, Any]]) -> list[dic
 
 
 def split_sizes(n: int, split: dict[str, Any]) -> dict[str, int]:
-    fractions = {s: float(split.get(s, {"train": 0.7, "validation": 0.15, "test": 0.15}[s])) for s in SPLITS}
+    fractions = {s: float(split.get(s, DEFAULT_FRACTIONS[s])) for s in SPLITS}
     if any(f < 0 or f > 1 for f in fractions.values()):
         raise WorkloadError(f"split fractions must be between 0 and 1, got {fractions}")
     if abs(sum(fractions.values()) - 1.0) > 1e-6:
@@ -135,7 +136,7 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
         "columns": columns,
         "rows": int(len(data)),
         "split": {"strategy": "random", "seed": seed,
-                  **{s: float(split.get(s, {"train": 0.7, "validation": 0.15, "test": 0.15}[s])) for s in SPLITS}},
+                  **{s: float(split.get(s, DEFAULT_FRACTIONS[s])) for s in SPLITS}},
         "splits": {name: {"digest": sha256_bytes(b), "rows": int(len(parts[name]))} for name, b in split_bytes.items()},
     }
     version = manifest_digest(manifest)
