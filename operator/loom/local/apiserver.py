@@ -190,7 +190,7 @@ class LoomKubernetes(KubernetesEmulator):
         if namespace is not None and not rtype.namespaced:
             raise not_found(None)
         params = dict(request.params)
-        if method == "GET" and params.get("watch") in ("true", "1"):
+        if method == "GET" and str(params.get("watch", "")).lower() in ("true", "1"):
             return await self._watch(request, rtype, version, namespace, name, params)
         if method == "GET" and name is None:
             return self._list(request, rtype, version, namespace, params)
