@@ -95,7 +95,7 @@ def predict(url: str, model: str, rows: list[list[float]]) -> dict[str, Any]:
 
 
 def run(workdir: Path, timeout: float) -> int:
-    from loom.lineage.graph import format_lineage
+    from loom.lineage.record import format_lineage
     from loom.local.cluster import EmbeddedCluster
     from loom.local.operatorproc import OperatorProcess
 
