@@ -62,8 +62,12 @@ def require(obj: dict[str, Any], key: str, where: str = "task") -> Any:
 
 
 def execute(main: Callable[[dict, Storage], dict | None], task: dict[str, Any],
-            storage: Storage) -> tuple[int, dict | None]:
-    """Run ``main`` and publish its result or error; returns (exit code, result)."""
+            storage: Storage, publish_errors: bool = True) -> tuple[int, dict | None]:
+    """Run ``main`` and publish its result or error; returns (exit code, result).
+
+    ``publish_errors=False`` (DDP ranks > 0) logs errors without writing them,
+    so only rank 0 ever writes ``resultUri``.
+    """
     result_uri = task.get("resultUri")
     try:
         if not result_uri:
@@ -74,7 +78,7 @@ def execute(main: Callable[[dict, Storage], dict | None], task: dict[str, Any],
             raise
         traceback.print_exc(file=sys.stderr)
         error = {"error": error_message(exc)}
-        if result_uri:
+        if result_uri and publish_errors:
             try:
                 storage.put_json(result_uri, error)
             except Exception:  # noqa: BLE001
@@ -86,8 +90,11 @@ def execute(main: Callable[[dict, Storage], dict | None], task: dict[str, Any],
     return 0, result
 
 
-def run(main: Callable[[dict, Storage], dict | None]) -> None:
-    """Entry point for ``python -m loom.workloads.<step>``: never returns."""
+def run(main: Callable[[dict, Storage], dict | None], rank_zero_writes: bool = False) -> None:
+    """Entry point for ``python -m loom.workloads.<step>``: never returns.
+
+    ``rank_zero_writes``: only the process with env RANK 0 (or unset) writes errors.
+    """
     logging.basicConfig(level=os.environ.get("LOOM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -97,7 +104,8 @@ def run(main: Callable[[dict, Storage], dict | None]) -> None:
         # no task means no resultUri to write to: stderr is all we have
         print(f"loom: {error_message(exc)}", file=sys.stderr)
         sys.exit(1)
-    code, _ = execute(main, task, storage)
+    publish = not rank_zero_writes or int(os.environ.get("RANK") or 0) == 0
+    code, _ = execute(main, task, storage, publish_errors=publish)
     sys.exit(code)
 
 

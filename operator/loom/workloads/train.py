@@ -230,4 +230,4 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, rank_zero_writes=True)
