@@ -447,8 +447,12 @@ class IsvcRun:
             conds = set_condition(conds, "LatestDeploymentReady", *config)
             pred = _and([config, route])
             conds = set_condition(conds, "PredictorReady", *pred)
-            ingress = ("True", None, None) if latest_ready is not None else \
-                ("False", "PredictorIngressNotCreated", "Ingress has not been created: no ready revision")
+            if latest_ready is not None:
+                ingress = ("True", None, None)
+            elif latest.state == "Failed":
+                ingress = ("False", "PredictorIngressNotCreated", "Ingress has not been created: no ready revision")
+            else:
+                ingress = ("Unknown", "PredictorIngressNotCreated", "Ingress has not been created yet")
             conds = set_condition(conds, "IngressReady", *ingress)
             conds = set_condition(conds, "Ready", *_and([pred, ingress]))
 

@@ -42,6 +42,7 @@ class JobRun:
         self.finished_mono: float | None = time.monotonic() if self.finished else None
         self.conditions: list[Obj] = list(status.get("conditions") or []) if self.finished else []
         self.pods: list[LocalPod] = []
+        self.counted: set[int] = set()  # pods already in succeeded/failed
         self.succeeded = int(status.get("succeeded") or 0) if self.finished else 0
         self.failed = int(status.get("failed") or 0) if self.finished else 0
         self.succeeded_indexes: set[int] = set()
@@ -120,7 +121,12 @@ class JobRun:
             self.start_time = now()
 
         for p in self.active():
-            phase = p.tick()
+            p.tick()
+        for p in self.pods:
+            if not p.finished or id(p) in self.counted:
+                continue
+            self.counted.add(id(p))
+            phase = p.phase
             if phase == "Succeeded":
                 self.succeeded += 1
                 idx = p.labels.get("batch.kubernetes.io/job-completion-index")
