@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -222,6 +221,32 @@ def test_job_without_command_fails_with_message(kube: Kube) -> None:
     assert term["reason"] == "StartError" and "no command" in term["message"]
 
 
+def test_executor_restart_is_idempotent(cluster, kube: Kube, tmp_path: Path) -> None:
+    """Processes die with the executor; a new one leaves finished Jobs alone and starts unfinished ones again."""
+    done, running = uniq("before"), uniq("again")
+    kube.create(JOBS, NS, job(done, "pass"))
+    wait(lambda: is_true(kube.get(JOBS, NS, done), "Complete"), what="Complete")
+    pidfile = tmp_path / "pid"
+    kube.create(JOBS, NS, job(running, f"import os, time; open({str(pidfile)!r}, 'a').write(str(os.getpid()) + ' '); "
+                                       "time.sleep(60)"))
+    pid = int(wait(lambda: pidfile.exists() and pidfile.read_text()).split()[0])
+    old: Executor = cluster["ex"]
+    old.stop()
+    assert not pid_alive(pid)
+    new = Executor(str(cluster["work"] / "kubeconfig"), cluster["work"] / "run", s3_env=cluster["s3"].env(),
+                   interval=0.2, ready_timeout=30)
+    cluster["ex"] = new
+    new.start()
+    pids = wait(lambda: len(pidfile.read_text().split()) == 2 and pidfile.read_text().split(), what="a new pod")
+    assert pid_alive(int(pids[1]))
+    pods = [p for p in kube.list(PODS, NS) if p["metadata"]["labels"].get("job-name") == running]
+    assert len(pods) == 1 and pods[0]["status"]["phase"] == "Running"  # the stale pod was replaced
+    assert len([p for p in kube.list(PODS, NS) if p["metadata"]["labels"].get("job-name") == done]) == 1
+    assert is_true(kube.get(JOBS, NS, done), "Complete")
+    kube.delete(JOBS, NS, running)
+    wait(lambda: not pid_alive(int(pids[1])), 10, "the process killed")
+
+
 # -- PyTorchJobs ----------------------------------------------------------------
 DDP = r"""
 import os, sys, json
@@ -339,7 +364,6 @@ def test_pytorchjob_malformed_is_failed_not_crashed(kube: Kube) -> None:
 # -- InferenceServices -------------------------------------------------------------
 def onnx_model(bias: list[float]) -> bytes:
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.RandomState(0).randn(4, 3).astype(np.float32), "W")
@@ -362,7 +386,6 @@ def models(cluster) -> dict[str, str]:
 
     s3 = cluster["s3"]
     kube: Kube = cluster["kube"]
-    mc = s3.storage().client if hasattr(s3.storage(), "client") else None
     from minio import Minio
 
     mc = Minio(s3.endpoint.split("://")[1], access_key=s3.access_key, secret_key=s3.secret_key, secure=False)

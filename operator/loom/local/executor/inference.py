@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .kube import INFERENCESERVICES, SECRETS, SERVICEACCOUNTS, Kube, Obj, get_condition, now, set_condition, \
+from .kube import INFERENCESERVICES, SECRETS, SERVICEACCOUNTS, Kube, Obj, now, set_condition, \
     status_diff
-from .pods import ConfigError, SpecError, base_env, kill_process_group, resolve_env, tail
+from .pods import ConfigError, SpecError, base_env, kill_process_group, resolve_env, spawn, tail
 from .proxy import ProxyHub, TrafficProxy
 from .pytorchjobs import free_port
 
@@ -226,8 +226,7 @@ class Revision:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logf:
             logf.write(f"--- {now()} {' '.join(argv)}\n".encode())
-            self.proc = subprocess.Popen(argv, cwd=self.dir, env=full_env, stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = spawn(argv, cwd=self.dir, env=full_env, log_file=logf)
         if self._stop.is_set():
             kill_process_group(self.proc, 1)
             return

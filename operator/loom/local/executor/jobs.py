@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .kube import JOBS, PODS, Kube, Obj, get_condition, now, parse_time, set_condition, status_diff
+from .kube import JOBS, PODS, Kube, Obj, get_condition, now, set_condition, status_diff
 from .pods import LocalPod, SpecError, as_int, owner_ref
 
 log = logging.getLogger("loom.local.executor")
@@ -281,7 +281,8 @@ class JobController:
 
     def stop(self) -> None:
         for run in self.runs.values():
-            run.kill_all("Killed", "executor stopped", )
+            for p in run.active():
+                p.kill(quiet=True)
         self.runs.clear()
 
     def processes(self) -> list[Any]:

@@ -180,6 +180,24 @@ def build_argv(container: Obj, env: dict[str, str]) -> list[str]:
     return argv
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the child gets SIGKILL when the thread that started it ends (the
+    executor died without stop()); elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def spawn(argv: list[str], *, cwd: Path, env: dict[str, str], log_file: Any) -> subprocess.Popen:
+    """Start a child in its own process group (so a kill reaches its children too)."""
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+
 def kill_process_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
     """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
     if proc.poll() is not None:
@@ -356,9 +374,7 @@ class LocalPod:
         if wd and Path(wd).is_dir():
             cwd = Path(wd)
         try:
-            self.proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=self._log_file,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = spawn(argv, cwd=cwd, env=full_env, log_file=self._log_file)
         except OSError as e:
             raise SpecError(f"cannot start {argv[0]!r}: {e.strerror or e}") from None
 
@@ -420,10 +436,15 @@ class LocalPod:
                 pass
             self._log_file = None
 
-    def kill(self, reason: str = "Killed", message: str | None = None, grace: float = 3.0) -> None:
-        """Stop the process; a pod not yet finished becomes Failed with ``reason``."""
+    def kill(self, reason: str = "Killed", message: str | None = None, grace: float = 3.0,
+             quiet: bool = False) -> None:
+        """Stop the process; a pod not yet finished becomes Failed with ``reason``.
+        ``quiet``: write nothing (the executor stops: its pods vanish with it, like a node's)."""
         if self.proc is not None:
             kill_process_group(self.proc, grace)
+        if quiet:
+            self._close_log()
+            return
         if self.phase not in ("Succeeded", "Failed"):
             rc = self.proc.returncode if self.proc is not None and self.proc.returncode is not None else 137
             self._finish(rc if rc != 0 else 137, reason, message)

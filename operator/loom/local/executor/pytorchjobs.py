@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .kube import PODS, PYTORCHJOBS, Kube, Obj, get_condition, now, status_diff
+from .kube import PYTORCHJOBS, Kube, Obj, get_condition, now, status_diff
 from .pods import LocalPod, SpecError, as_int, owner_ref
 
 log = logging.getLogger("loom.local.executor")
@@ -355,5 +355,7 @@ class PyTorchJobController:
 
     def stop(self) -> None:
         for run in self.runs.values():
-            run.kill_all("Killed", "executor stopped")
+            for p in run.pods.values():
+                if not p.finished:
+                    p.kill(quiet=True)
         self.runs.clear()
