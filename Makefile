@@ -29,14 +29,13 @@ test-integration: $(STAMP)
 	$(PY) -m pytest -q -m integration
 
 crds: $(STAMP)
-	$(PY) -m loom.api.crdgen crds/
-	rm -f charts/loom/crds/*.yaml && cp crds/*.yaml charts/loom/crds/
+	$(PY) -m loom.api.crdgen crds/ charts/loom/crds/
 
 crds-check: $(STAMP)
-	$(PY) -m loom.api.crdgen --check crds/
+	$(PY) -m loom.api.crdgen --check crds/ charts/loom/crds/
 
 lint: $(STAMP)
-	$(PY) -m loom.api.crdgen --check crds/
+	$(PY) -m loom.api.crdgen --check crds/ charts/loom/crds/
 	$(PY) -m compileall -q operator tests
 
 images:

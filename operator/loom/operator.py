@@ -7,6 +7,7 @@ difference. Nothing here decides anything; a restart at any point converges.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 from typing import Any, Callable
@@ -88,6 +89,12 @@ class Cluster:
         group, version, plural = CHILDREN[(child["apiVersion"], child["kind"])]
         meta = child["metadata"]
         self.custom.patch_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], patch)
+
+    def patch_status(self, body: dict[str, Any], patch: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], PLURALS[body["kind"]], meta["name"], {"status": patch}
+        )
 
     def write_lineage(self, namespace: str, record) -> None:
         from loom.lineage import record as lineage_record
@@ -177,15 +184,17 @@ def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
     return patch
 
 
-def apply(c: Cluster, body: dict[str, Any], plan: Plan, patch: kopf.Patch) -> None:
+def apply(c: Cluster, body: dict[str, Any], plan: Plan) -> None:
     for child in plan.create:
         c.create(child)
     for child, child_patch in plan.patch:
         c.merge_patch(child, child_patch)
     for record in plan.lineage:
         c.write_lineage(body["metadata"]["namespace"], record)
-    for key, value in status_patch(dict(body.get("status") or {}), plan.status).items():
-        patch.status[key] = value
+    # Written here, not through kopf's patch, so that a refused write is ours to report.
+    delta = status_patch(dict(body.get("status") or {}), plan.status)
+    if delta:
+        c.patch_status(body, delta)
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
@@ -196,13 +205,24 @@ def reconcile(kind: str, observe: Callable, planner: Callable, body: kopf.Body, 
     c = cluster()
     try:
         plan = planner(raw, observe(c, raw), c.settings, dt.datetime.now(dt.timezone.utc))
-        apply(c, raw, plan, patch)
+        apply(c, raw, plan)
     except ApiException as exc:
-        # A transient API error (conflict, timeout): the next tick tries again.
-        logger.warning(f"{kind} reconcile deferred: API {exc.status} {exc.reason}")
+        if exc.status == 422:  # refused by the schema: a bug on our side, shown on the resource
+            message = _api_message(exc)
+            logger.error(f"{kind} status refused by the API: {message}")
+            patch.status["conditions"] = _error_conditions(raw, message)
+        else:  # a transient API error (conflict, timeout): the next tick tries again
+            logger.warning(f"{kind} reconcile deferred: API {exc.status} {exc.reason}")
     except Exception as exc:  # noqa: BLE001 - the operator never crashes on one resource
         logger.exception(f"{kind} reconcile error")
         patch.status["conditions"] = _error_conditions(raw, f"{type(exc).__name__}: {exc}")
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"API {exc.status} {exc.reason}"
 
 
 def _error_conditions(body: dict[str, Any], message: str) -> list[dict[str, Any]]:

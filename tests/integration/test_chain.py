@@ -111,7 +111,7 @@ def test_tampered_canary_is_rolled_back_and_serves_nothing_after(env, quickstart
     rb = condition(dep, "RolledBack")
     assert rb["status"] == "True" and bad["digest"][:19] in rb["message"]
     assert dep["status"]["model"]["digest"] == champion["digest"]
-    assert bad["digest"] in dep["status"]["rejectedModels"]
+    assert bad["digest"] in [m["digest"] for m in dep["status"]["rejectedModels"]]
     isvc = env.applier.get("serving.kserve.io/v1beta1", "InferenceService", "iris", "quickstart")
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == champion["uri"]
     # Every request after the rollback is answered by the champion.

@@ -215,7 +215,7 @@ def test_failing_canary_rolls_back_and_is_not_retried():
     b["status"].update(deployment.plan(b, deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D)), S, NOW).status)
     obs = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, latest_ready=False, canary=25, failure=True, generation=2))
     p = deployment.plan(b, obs, S, NOW + dt.timedelta(seconds=2))
-    assert p.status["phase"] == "RolledBack" and D2 in p.status["rejectedModels"]
+    assert p.status["phase"] == "RolledBack" and D2 in [m["digest"] for m in p.status["rejectedModels"]]
     rb = get_condition(p.status["conditions"], "RolledBack")
     assert rb["status"] == "True" and "digest mismatch" in rb["message"]
     back = p.patch[0][1]["spec"]["predictor"]
@@ -237,3 +237,52 @@ def test_canary_that_never_gets_ready_rolls_back_at_deadline():
 def test_drifted_inferenceservice_is_restored():
     p = deployment.plan(_available(D), deployment.Observed(evaluation=PASSED(D), isvc=isvc(D2)), S, NOW)
     assert p.patch and p.patch[0][1]["spec"]["predictor"]["model"]["env"][0]["value"] == D
+
+
+# --- every status a planner writes must pass the CRD's schema, unpruned -------------------
+
+def _schema(kind):
+    import yaml
+    from pathlib import Path
+
+    for path in (Path(__file__).resolve().parents[2] / "crds").glob("*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        if doc["spec"]["names"]["kind"] == kind:
+            return doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    raise AssertionError(kind)
+
+
+def _assert_admissible(kind, spec, status):
+    from loom.local.admission import admit
+
+    pruned: list[str] = []
+    obj = {"apiVersion": "loom.dev/v1alpha1", "kind": kind, "metadata": {"name": "x"}, "spec": spec,
+           "status": {k: v for k, v in status.items() if v is not None}}
+    errors = admit(_schema(kind), obj, None, pruned)
+    assert not errors, [str(e) for e in errors]
+    assert not pruned, f"status fields the CRD does not declare: {pruned}"
+
+
+def test_planner_statuses_fit_the_crd_schemas():
+    result = {"version": D, "rows": 30, "columns": ["id", "a"], "manifestUri": "s3://loom/m.json", "splits": SPLITS,
+              "objects": [{"uri": "s3://data/iris.csv", "digest": D2, "bytes": 10}]}
+    _assert_admissible("Dataset", DS_SPEC, dataset.plan(body("Dataset", DS_SPEC), StepObserved(job=job("ok"), result=result), S, NOW).status)
+    ok = {"passed": True, "agreement": {"metric": "fleiss_kappa", "value": 0.8}, "annotators": ["a", "b", "c"], "items": 30,
+          "ties": 1, "version": D, "classes": ["a", "b"], "splits": SPLITS}
+    lj = labeljob.plan(body("LabelJob", LJ_SPEC), labeljob.Observed(dataset=READY_DS, job=job("ok"), result=ok), S, NOW)
+    _assert_admissible("LabelJob", LJ_SPEC, lj.status)
+    tr_spec = {"labelJobRef": {"name": "lj"}}
+    done = {"status": {"conditions": [{"type": "Succeeded", "status": "True"}], "startTime": "2026-11-22T11:00:00Z"}}
+    tr_result = {"model": {"uri": "s3://m", "digest": D}, "metrics": {"val_accuracy": 0.9}, "classes": ["a"], "features": ["f"], "worldSize": 2}
+    tr = trainingrun.plan(body("TrainingRun", tr_spec, status={"jobName": "x-g1", "labelVersion": D}),
+                          trainingrun.Observed(labeljob=READY_LJ, job=done, result=tr_result), S, NOW)
+    _assert_admissible("TrainingRun", tr_spec, tr.status)
+    ev_spec = {"trainingRunRef": {"name": "tr"}, "thresholds": [{"metric": "accuracy", "min": 0.9}]}
+    obs = evaluation.Observed(trainingrun=SUCC_TR, labeljob=READY_LJ, dataset=READY_DS, job=job("ok"),
+                              result={"metrics": {"accuracy": 0.8}, "model": SUCC_TR["status"]["model"], "test": SPLITS["test"]})
+    _assert_admissible("Evaluation", ev_spec, evaluation.plan(body("Evaluation", ev_spec), obs, S, NOW).status)
+    b = _available(D)
+    b["status"].update(deployment.plan(b, deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D)), S, NOW).status)
+    _assert_admissible("Deployment", DEP_SPEC, b["status"])
+    bad = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, latest_ready=False, canary=25, failure=True, generation=2))
+    _assert_admissible("Deployment", DEP_SPEC, deployment.plan(b, bad, S, NOW + dt.timedelta(seconds=2)).status)

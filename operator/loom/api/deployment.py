@@ -79,6 +79,12 @@ class DeploymentStatus(BaseStatus):
         default=None, description="Name of the KServe InferenceService."
     )
     url: str | None = Field(default=None, description="URL of the InferenceService.")
+    canary_start_time: str | None = Field(
+        default=None, description="When the current rollout (first or canary) started (RFC 3339)."
+    )
+    canary_ready_since: str | None = Field(
+        default=None, description="Since when the canary has been Ready; it is promoted after canary.analysisSeconds."
+    )
     model: ArtifactRef | None = Field(
         default=None, description="The model serving most traffic."
     )

@@ -106,6 +106,10 @@ class EvaluationStatus(BaseStatus):
         default_factory=dict,
         description="Test metrics by name: accuracy, f1_macro, precision_macro, recall_macro.",
     )
+    report: ArtifactRef | None = Field(
+        default=None,
+        description="The verdict as an artifact (result object and its digest); a Deployment's lineage points at it.",
+    )
     checks: list[Check] = Field(
         default_factory=list, description="One verdict per threshold."
     )

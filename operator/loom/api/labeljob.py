@@ -97,7 +97,10 @@ class LabelJobStatus(BaseStatus):
     )
     items: int | None = Field(default=None, ge=0, description="Number of items annotated.")
     ties: int | None = Field(
-        default=None, ge=0, description="Items where majority vote was tied (broken deterministically)."
+        default=None, ge=0, description="Items whose majority vote was tied: dropped from the labelled data, never guessed."
+    )
+    dataset_version: str | None = Field(
+        default=None, description="The Dataset version (sha256 manifest digest) these labels were made for."
     )
     version: str | None = Field(
         default=None,

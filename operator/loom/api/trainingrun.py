@@ -95,6 +95,9 @@ class TrainingRunStatus(BaseStatus):
     """Observed state of a TrainingRun: the job, the exported model and its metrics."""
 
     job_name: str | None = Field(default=None, description="Name of the PyTorchJob.")
+    label_version: str | None = Field(
+        default=None, description="The labelled data version (sha256) this run trained on."
+    )
     world_size: int | None = Field(
         default=None, ge=1, description="Number of training processes that ran."
     )

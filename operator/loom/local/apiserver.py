@@ -571,8 +571,9 @@ class LoomKubernetes(KubernetesEmulator):
             raise ApiError(422, "Invalid", f'{rtype.group_kind} "{name}" is invalid: metadata.finalizers: Forbidden: '
                                            f"no new finalizers can be added if the object is being deleted")
         new["apiVersion"], new["kind"] = rtype.api_version(version), rtype.kind
-        if sub != "status":
-            self._admit(rtype, version, new, old, params)
+        # Status writes are validated and pruned too, as in Kubernetes: a status field the
+        # schema does not declare would silently vanish on a real cluster.
+        self._admit(rtype, version, new, old, params)
         if _spec_part(new) != _spec_part(old):
             meta["generation"] = int(old_meta.get("generation") or 1) + 1
         if rtype.key == CRD_KEY:

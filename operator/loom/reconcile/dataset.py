@@ -61,7 +61,7 @@ def plan(body: dict[str, Any], observed: StepObserved, settings: Settings, now: 
         {
             "version": result["version"],
             "rows": result["rows"],
-            "columns": len(result.get("columns") or []),
+            "columns": list(result.get("columns") or []),
             "manifestUri": result.get("manifestUri"),
             "splits": result["splits"],
         }

@@ -113,6 +113,7 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
         return Plan(status=sb.build())
     desired = {"uri": desired["uri"], "digest": desired["digest"]}
     rejected = st.get("rejectedModels") or []
+    rejected_digests = {r.get("digest") for r in rejected}
 
     # 2. No InferenceService yet: the first rollout (or a re-creation of the champion).
     if observed.isvc is None:
@@ -160,7 +161,7 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
             message = (f"rolled back model {_short(canary_model['digest'])} to {_short(champion['digest'])}: "
                        f"canary health check failed: {failure}")
             st.update({"canaryModel": None, "canaryReadySince": None, "trafficPercent": 100,
-                       "rejectedModels": rejected + [canary_model["digest"]]})
+                       "rejectedModels": rejected + [canary_model]})
             sb.condition("RolledBack", True, "CanaryUnhealthy", message)
             sb.condition("Progressing", False, "RolledBack", message)
             sb.phase("RolledBack", "CanaryUnhealthy", message, ready=True)
@@ -189,7 +190,7 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
 
     # 5. Steady state: start a canary for a new model, or keep the champion as declared.
     if desired["digest"] != champion["digest"]:
-        if desired["digest"] in rejected:
+        if desired["digest"] in rejected_digests:
             message = f"model {_short(desired['digest'])} was rolled back before; serving {_short(champion['digest'])}"
             sb.condition("Progressing", False, "ModelRejected", message)
             sb.phase(st.get("phase") if st.get("phase") in ("RolledBack", "Available") else "Available",

@@ -46,7 +46,10 @@ def judge(metrics: dict[str, float], thresholds: list[dict[str, Any]]) -> list[d
             else:
                 passed = value >= bound if side == "min" else value <= bound
                 line = f"{metric} {value:.4f} {op if passed else ('<' if side == 'min' else '>')} {side} {bound:.4f}"
-            checks.append({"metric": metric, "value": value, "bound": f"{op} {bound}", "passed": passed, "message": line})
+            check = {"metric": metric, "bound": f"{op} {bound}", "passed": passed, "message": line}
+            if value is not None:
+                check["value"] = value
+            checks.append(check)
     return checks
 
 

@@ -82,7 +82,7 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
     sb.status.update(
         {
             "agreement": result.get("agreement"),
-            "annotators": len(result.get("annotators") or []),
+            "annotators": list(result.get("annotators") or []),
             "items": result.get("items"),
             "ties": result.get("ties"),
         }
