@@ -42,8 +42,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     kube = Kube(str(work / "kubeconfig"))
     kube._call("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
                                                      "metadata": {"name": NS}})
-    yield {"kube": kube, "ex": ex, "s3": s3, "work": work}
-    ex.stop()
+    state = {"kube": kube, "ex": ex, "s3": s3, "work": work}
+    yield state
+    state["ex"].stop()  # a test may have replaced the executor
     kube.close()
     s3.stop()
     api.stop()
