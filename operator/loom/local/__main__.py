@@ -13,6 +13,16 @@ import threading
 from pathlib import Path
 
 
+def _install_crds(kubeconfig: Path) -> None:
+    """Loom's CRDs, so the cluster is ready for Loom resources (and the operator) at once."""
+    from kubernetes import config as k8s_config
+
+    from loom.demo import install_crds
+    from loom.manifests import Applier
+
+    install_crds(Applier(k8s_config.new_client_from_config(config_file=str(kubeconfig))))
+
+
 def up(args: argparse.Namespace) -> int:
     from .cluster import EmbeddedCluster
 
@@ -23,6 +33,7 @@ def up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with EmbeddedCluster(workdir, api_port=args.api_port, s3_port=args.s3_port) as cluster:
+        _install_crds(cluster.kubeconfig)
         operator = None
         if args.operator:
             from .operatorproc import OperatorProcess
