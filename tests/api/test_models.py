@@ -203,8 +203,8 @@ def test_enums_and_bounds_name_the_field() -> None:
     assert msg.startswith("spec.agreementMetric: ") and "'cohen'" in msg and "krippendorff" in msg
     msg = bad("LabelJob", edited("LabelJob", minAgreement=1.5))
     assert msg == "spec.minAgreement: input should be less than or equal to 1 (got 1.5)"
-    msg = bad("TrainingRun", edited("TrainingRun", workers=0))
-    assert msg == "spec.workers: input should be greater than or equal to 1 (got 0)"
+    msg = bad("TrainingRun", edited("TrainingRun", workers=-1))
+    assert msg == "spec.workers: input should be greater than or equal to 0 (got -1)"
     msg = bad("TrainingRun", edited("TrainingRun", hyperparameters={"learningRate": 0}))
     assert msg.startswith("spec.hyperparameters.learningRate: input should be greater than 0")
     msg = bad("TrainingRun", edited("TrainingRun", model={"type": "transformer"}))

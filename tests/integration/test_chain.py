@@ -118,3 +118,16 @@ def test_tampered_canary_is_rolled_back_and_serves_nothing_after(env, quickstart
     url = dep["status"]["url"]
     for _ in range(10):
         assert predict(url, [[5.1, 3.5, 1.4, 0.2]])["predictions"] == ["setosa"]
+
+
+def test_nproc_per_node_runs_local_ranks_under_torchrun(env, quickstart):
+    tr = copy.deepcopy(env.quickstart("03-trainingrun.yaml")[0])
+    tr["metadata"]["name"] = "iris-mlp-nproc"
+    tr["spec"].update({"workers": 0, "nprocPerNode": 2})
+    tr["spec"]["hyperparameters"]["epochs"] = 5
+    env.applier.apply(tr)
+    done = env.wait_phase("TrainingRun", "iris-mlp-nproc", {"Succeeded", "Failed"}, timeout=180)
+    assert phase(done) == "Succeeded", done["status"]
+    assert done["status"]["worldSize"] == 2
+    pj = env.applier.get("kubeflow.org/v1", "PyTorchJob", "iris-mlp-nproc-g1", "quickstart")
+    assert pj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"][0] == "torchrun"

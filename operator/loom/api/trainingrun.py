@@ -70,15 +70,16 @@ class TrainingRunSpec(LoomModel):
     )
     workers: int = Field(
         default=1,
-        ge=1,
+        ge=0,
         le=64,
-        description="Number of PyTorchJob pods (1 Master plus workers - 1 Workers).",
+        description="Worker replicas beside the Master (0 trains on the Master alone); "
+        "world size is (1 + workers) x nprocPerNode.",
     )
     nproc_per_node: int = Field(
         default=1,
         ge=1,
         le=16,
-        description="Training processes per pod; world size is workers x nprocPerNode.",
+        description="Training processes per pod (more than 1 runs under torchrun); world size is (1 + workers) x nprocPerNode.",
     )
     resources: Resources = Field(
         default_factory=Resources, description="CPU, memory and GPUs of each pod."

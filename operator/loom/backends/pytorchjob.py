@@ -13,7 +13,16 @@ from loom.config import Settings
 CONTAINER = "pytorch"
 
 
-def _container(image: str, env: list[dict], env_from: list[dict], cpu: str, memory: str, gpus: int) -> k8s.V1Container:
+def trainer_command(nproc_per_node: int) -> list[str]:
+    """One process per pod runs the trainer directly; more need torchrun, which reads the
+    PET_* variables the training operator injects and starts the local ranks."""
+    if nproc_per_node > 1:
+        return ["torchrun", "--module", "loom.workloads.train"]
+    return ["python", "-m", "loom.workloads.train"]
+
+
+def _container(image: str, env: list[dict], env_from: list[dict], cpu: str, memory: str, gpus: int,
+               nproc_per_node: int = 1) -> k8s.V1Container:
     limits: dict[str, str] = {"memory": memory}
     requests: dict[str, str] = {"cpu": cpu, "memory": memory}
     if gpus:
@@ -22,7 +31,7 @@ def _container(image: str, env: list[dict], env_from: list[dict], cpu: str, memo
     return k8s.V1Container(
         name=CONTAINER,
         image=image,
-        command=["python", "-m", "loom.workloads.train"],
+        command=trainer_command(nproc_per_node),
         env=[k8s.V1EnvVar(name=e["name"], value=e["value"]) for e in env],
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=s["secretRef"]["name"])) for s in env_from],
         resources=k8s.V1ResourceRequirements(requests=requests, limits=limits),
@@ -45,7 +54,7 @@ def pytorch_job(
     image: str | None = None,
 ) -> dict[str, Any]:
     env, env_from = workload_env(settings, task)
-    container = _container(image or settings.workload_image, env, env_from, cpu, memory, gpus)
+    container = _container(image or settings.workload_image, env, env_from, cpu, memory, gpus, nproc_per_node)
 
     def replica(count: int) -> kf.KubeflowOrgV1ReplicaSpec:
         return kf.KubeflowOrgV1ReplicaSpec(
