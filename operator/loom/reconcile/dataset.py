@@ -4,16 +4,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from loom.api import parse_spec
 from loom.backends.jobs import workload_job
 from loom.config import Settings
 from loom.reconcile.common import Event, LineageRecord, Plan, StatusBuilder, child_name, owner_reference
-from loom.reconcile.steps import StepObserved, finished_result, is_settled, labels_for, result_uri, run_key
+from loom.reconcile.steps import StepObserved, finished_result, is_settled, labels_for, read_spec, result_uri, run_key
 
 
-def task_for(body: dict[str, Any], spec: Any, settings: Settings) -> dict[str, Any]:
+def task_for(body: dict[str, Any], dumped: dict[str, Any], settings: Settings) -> dict[str, Any]:
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    dumped = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
     return {
         "namespace": ns,
         "name": name,
@@ -34,13 +32,11 @@ def plan(body: dict[str, Any], observed: StepObserved, settings: Settings, now: 
     sb = StatusBuilder(body, now)
     if is_settled(body):
         return Plan(status=sb.build())
-    try:
-        spec = parse_spec("Dataset", body.get("spec") or {})
-    except ValueError as exc:
-        sb.phase("Failed", "InvalidSpec", str(exc), failed=True)
-        return Plan(status=sb.build(), events=[Event("Warning", "InvalidSpec", str(exc))])
+    dumped, refused = read_spec(body, sb)
+    if refused:
+        return refused
 
-    task = task_for(body, spec, settings)
+    task = task_for(body, dumped, settings)
     state, result, message = finished_result(observed)
     if state == "absent":
         job = workload_job(

@@ -9,13 +9,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from loom.api import parse_spec
 from loom.backends.inferenceservice import inference_service, isvc_state, served_model
 from loom.config import Settings
 from loom.reconcile.common import (
-    Event, LineageRecord, Plan, StatusBuilder, now_iso, owner_reference, parse_time, ref_namespace_error,
+    Event, LineageRecord, Plan, StatusBuilder, now_iso, owner_reference, parse_time,
 )
-from loom.reconcile.steps import dependency_problem, labels_for
+from loom.reconcile.steps import dependency_problem, labels_for, read_spec
 
 
 @dataclass
@@ -72,17 +71,9 @@ def _lineage(body: dict[str, Any], model: dict[str, str], evaluation: dict[str, 
 def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.datetime) -> Plan:
     sb = StatusBuilder(body, now)
     st = sb.status
-    ns = body["metadata"]["namespace"]
-    try:
-        spec = parse_spec("Deployment", body.get("spec") or {})
-    except ValueError as exc:
-        sb.phase("Failed", "InvalidSpec", str(exc), failed=True)
-        return Plan(status=sb.build(), events=[Event("Warning", "InvalidSpec", str(exc))])
-    dumped = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
-    cross = ref_namespace_error(dumped["evaluationRef"], ns, "spec.evaluationRef")
-    if cross:
-        sb.phase("Failed", "CrossNamespaceReference", cross, failed=True)
-        return Plan(status=sb.build(), events=[Event("Warning", "CrossNamespaceReference", cross)])
+    dumped, refused = read_spec(body, sb, "evaluationRef")
+    if refused:
+        return refused
     canary = dumped.get("canary") or {}
     percent = int(canary.get("trafficPercent", 20))
     analysis = float(canary.get("analysisSeconds", 10))

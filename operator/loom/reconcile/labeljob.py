@@ -5,13 +5,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from loom.api import parse_spec
 from loom.backends.jobs import workload_job
 from loom.config import Settings
 from loom.reconcile.common import (
-    Event, LineageRecord, Plan, StatusBuilder, child_name, owner_reference, ref_namespace_error,
+    Event, LineageRecord, Plan, StatusBuilder, child_name, owner_reference,
 )
-from loom.reconcile.steps import StepObserved, dependency_problem, finished_result, is_settled, labels_for, result_uri, run_key
+from loom.reconcile.steps import StepObserved, dependency_problem, finished_result, is_settled, labels_for, result_uri, run_key, read_spec
 
 
 @dataclass
@@ -28,16 +27,9 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
     if is_settled(body):
         return Plan(status=sb.build())
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    try:
-        spec = parse_spec("LabelJob", body.get("spec") or {})
-    except ValueError as exc:
-        sb.phase("Failed", "InvalidSpec", str(exc), failed=True)
-        return Plan(status=sb.build(), events=[Event("Warning", "InvalidSpec", str(exc))])
-    dumped = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
-    cross = ref_namespace_error(dumped["datasetRef"], ns, "spec.datasetRef")
-    if cross:
-        sb.phase("Failed", "CrossNamespaceReference", cross, failed=True)
-        return Plan(status=sb.build(), events=[Event("Warning", "CrossNamespaceReference", cross)])
+    dumped, refused = read_spec(body, sb, "datasetRef")
+    if refused:
+        return refused
 
     dataset_name = dumped["datasetRef"]["name"]
     problem = dependency_problem(observed.dataset, "Dataset", dataset_name, {"Ready"})

@@ -77,3 +77,23 @@ def dependency_problem(dep: dict[str, Any] | None, kind: str, name: str, ready_p
     if phase == "Failed":
         return f"{kind}Failed", f"{kind} {name!r} failed, so this cannot proceed", True
     return f"Waiting{kind}", f"waiting for {kind} {name!r} (phase {phase})", False
+
+
+def read_spec(body: dict[str, Any], sb: Any, ref_field: str | None = None) -> tuple[dict[str, Any] | None, Any]:
+    """The spec as camelCase JSON, or (None, a Failed plan) when it is invalid or reaches
+    into another namespace. Admission catches most of this; the planner is the last line."""
+    from loom.api import parse_spec
+    from loom.reconcile.common import Event, Plan, ref_namespace_error
+
+    try:
+        spec = parse_spec(body["kind"], body.get("spec") or {})
+    except ValueError as exc:
+        sb.phase("Failed", "InvalidSpec", str(exc), failed=True)
+        return None, Plan(status=sb.build(), events=[Event("Warning", "InvalidSpec", str(exc))])
+    dumped = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+    if ref_field:
+        cross = ref_namespace_error(dumped[ref_field], body["metadata"]["namespace"], f"spec.{ref_field}")
+        if cross:
+            sb.phase("Failed", "CrossNamespaceReference", cross, failed=True)
+            return None, Plan(status=sb.build(), events=[Event("Warning", "CrossNamespaceReference", cross)])
+    return dumped, None

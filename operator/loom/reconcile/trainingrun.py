@@ -5,13 +5,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from loom.api import parse_spec
 from loom.backends.pytorchjob import pytorch_job, pytorchjob_outcome
 from loom.config import Settings
 from loom.reconcile.common import (
-    Event, LineageRecord, Plan, StatusBuilder, child_name, now_iso, owner_reference, ref_namespace_error,
+    Event, LineageRecord, Plan, StatusBuilder, child_name, now_iso, owner_reference,
 )
-from loom.reconcile.steps import dependency_problem, is_settled, labels_for, result_uri, run_key
+from loom.reconcile.steps import dependency_problem, is_settled, labels_for, result_uri, run_key, read_spec
 
 
 @dataclass
@@ -32,16 +31,9 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
     if is_settled(body):
         return Plan(status=sb.build())
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    try:
-        spec = parse_spec("TrainingRun", body.get("spec") or {})
-    except ValueError as exc:
-        sb.phase("Failed", "InvalidSpec", str(exc), failed=True)
-        return Plan(status=sb.build(), events=[Event("Warning", "InvalidSpec", str(exc))])
-    dumped = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
-    cross = ref_namespace_error(dumped["labelJobRef"], ns, "spec.labelJobRef")
-    if cross:
-        sb.phase("Failed", "CrossNamespaceReference", cross, failed=True)
-        return Plan(status=sb.build(), events=[Event("Warning", "CrossNamespaceReference", cross)])
+    dumped, refused = read_spec(body, sb, "labelJobRef")
+    if refused:
+        return refused
 
     lj_name = dumped["labelJobRef"]["name"]
     if observed.job is None:
