@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .controller import RunController
 from .kube import INFERENCESERVICES, SECRETS, SERVICEACCOUNTS, Kube, Obj, now, set_condition, \
     status_diff
 from .pods import ConfigError, SpecError, base_env, kill_process_group, resolve_env, spawn, tail
@@ -501,10 +502,14 @@ def _and(parts: list[tuple[str, str | None, str | None]]) -> tuple[str, str | No
     return ("True", None, None)
 
 
-class InferenceServiceController:
+class InferenceServiceController(RunController):
+    resource = INFERENCESERVICES
+    label = "inferenceservice"
+
     def __init__(self, kube: Kube, workdir: Path, env_base: dict[str, str] | None = None,
                  s3_env: dict[str, str] | None = None, ready_timeout: float = DEFAULT_READY_TIMEOUT,
                  wake: Any = None) -> None:
+        super().__init__()
         self.kube = kube
         self.workdir = Path(workdir)
         self.env_base = base_env() if env_base is None else env_base
@@ -512,35 +517,14 @@ class InferenceServiceController:
             {k: v for k, v in os.environ.items() if k.startswith(("LOOM_S3_", "AWS_"))}
         self.ready_timeout = ready_timeout
         self.hub = ProxyHub()
-        self.runs: dict[tuple[str, str], IsvcRun] = {}
         self._wake = wake
 
     def wake(self) -> None:
         if self._wake is not None:
             self._wake()
 
-    def reconcile(self) -> None:
-        objs = self.kube.list(INFERENCESERVICES)
-        seen = set()
-        for obj in objs:
-            meta = obj.get("metadata") or {}
-            if not meta.get("name"):
-                continue
-            key = (meta.get("namespace") or "default", meta["name"])
-            seen.add(key)
-            run = self.runs.get(key)
-            if run is not None and run.uid != (meta.get("uid") or ""):
-                self.forget(key)
-                run = None
-            if run is None:
-                run = self.runs[key] = IsvcRun(self, obj)
-            try:
-                run.tick(obj)
-            except Exception:
-                log.exception("inferenceservice %s/%s: reconcile failed (will retry)", *key)
-        for key in list(self.runs):
-            if key not in seen:
-                self.forget(key)
+    def new_run(self, obj: Obj) -> IsvcRun:
+        return IsvcRun(self, obj)
 
     def forget(self, key: tuple[str, str]) -> None:
         self.runs.pop(key).stop()

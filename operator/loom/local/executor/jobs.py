@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .controller import RunController
 from .kube import JOBS, PODS, Kube, Obj, get_condition, now, set_condition, status_diff
 from .pods import LocalPod, SpecError, as_int, owner_ref
 
@@ -217,41 +218,27 @@ def _ranges(xs: list[int]) -> str:
     return ",".join(out)
 
 
-class JobController:
+class JobController(RunController):
+    resource = JOBS
+    label = "job"
+
     def __init__(self, kube: Kube, workdir: Path, env_base: dict[str, str] | None = None) -> None:
+        super().__init__()
         self.kube = kube
         self.workdir = Path(workdir)
         self.env_base = env_base
-        self.runs: dict[tuple[str, str], JobRun] = {}
 
-    def reconcile(self) -> None:
-        jobs = self.kube.list(JOBS)
-        seen: set[tuple[str, str]] = set()
-        for job in jobs:
-            meta = job.get("metadata") or {}
-            if not meta.get("name"):
-                continue
-            key = (meta.get("namespace") or "default", meta["name"])
-            seen.add(key)
-            run = self.runs.get(key)
-            if run is not None and run.uid != (meta.get("uid") or ""):
-                self.forget(key)  # deleted and created again under the same name
-                run = None
-            if run is None:
-                run = self.runs[key] = JobRun(self, job)
-                if not run.finished:
-                    self._collect_orphans(run)
-            try:
-                run.tick(job)
-            except SpecError as e:
-                log.warning("job %s/%s: %s", *key, e)
-                run.finish("Failed", "InvalidSpec", str(e))
-                run.write_status(job)
-            except Exception:
-                log.exception("job %s/%s: reconcile failed (will retry)", *key)
-        for key in list(self.runs):
-            if key not in seen:
-                self.forget(key)
+    def new_run(self, obj: Obj) -> JobRun:
+        return JobRun(self, obj)
+
+    def on_new(self, run: JobRun) -> None:
+        if not run.finished:
+            self._collect_orphans(run)
+
+    def on_invalid(self, run: JobRun, obj: Obj, error: SpecError) -> None:
+        super().on_invalid(run, obj, error)
+        run.finish("Failed", "InvalidSpec", str(error))
+        run.write_status(obj)
 
     def _collect_orphans(self, run: JobRun) -> None:
         """Pods of this Job left by an earlier executor: their processes died with it."""

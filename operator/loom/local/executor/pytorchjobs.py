@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .controller import RunController
 from .kube import PYTORCHJOBS, Kube, Obj, get_condition, now, status_diff
 from .pods import LocalPod, SpecError, as_int, owner_ref
 
@@ -311,41 +312,25 @@ class PyTorchJobRun:
             obj["status"] = {**st, "lastReconcileTime": patch["lastReconcileTime"]}
 
 
-class PyTorchJobController:
+class PyTorchJobController(RunController):
+    resource = PYTORCHJOBS
+    label = "pytorchjob"
+
     def __init__(self, kube: Kube, workdir: Path, env_base: dict[str, str] | None = None) -> None:
+        super().__init__()
         self.kube = kube
         self.workdir = Path(workdir)
         self.env_base = env_base
-        self.runs: dict[tuple[str, str], PyTorchJobRun] = {}
 
-    def reconcile(self) -> None:
-        objs = self.kube.list(PYTORCHJOBS)
-        seen = set()
-        for obj in objs:
-            meta = obj.get("metadata") or {}
-            if not meta.get("name"):
-                continue
-            key = (meta.get("namespace") or "default", meta["name"])
-            seen.add(key)
-            run = self.runs.get(key)
-            if run is not None and run.uid != (meta.get("uid") or ""):
-                self.forget(key)
-                run = None
-            if run is None:
-                run = self.runs[key] = PyTorchJobRun(self, obj)
-            try:
-                run.tick(obj)
-            except SpecError as e:
-                log.warning("pytorchjob %s/%s: %s", *key, e)
-                if get_condition(run.conditions, "Created") is None:
-                    run._cond("Created", "True", f"{KIND}Created", f"{KIND} {run.name} is created.")
-                run.fail(f"{KIND} {run.name} is invalid: {e}")
-                run.write_status(obj)
-            except Exception:
-                log.exception("pytorchjob %s/%s: reconcile failed (will retry)", *key)
-        for key in list(self.runs):
-            if key not in seen:
-                self.forget(key)
+    def new_run(self, obj: Obj) -> PyTorchJobRun:
+        return PyTorchJobRun(self, obj)
+
+    def on_invalid(self, run: PyTorchJobRun, obj: Obj, e: SpecError) -> None:
+        super().on_invalid(run, obj, e)
+        if get_condition(run.conditions, "Created") is None:
+            run._cond("Created", "True", f"{KIND}Created", f"{KIND} {run.name} is created.")
+        run.fail(f"{KIND} {run.name} is invalid: {e}")
+        run.write_status(obj)
 
     def forget(self, key: tuple[str, str]) -> None:
         run = self.runs.pop(key)
