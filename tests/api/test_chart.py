@@ -88,14 +88,18 @@ def test_rbac_covers_every_need() -> None:
 
 def test_rbac_grants_nothing_beyond_the_needs() -> None:
     needed = {(n.group, n.resource, v) for n in RBAC_NEEDS for v in n.verbs}
+    granted = set()
     for rule in cluster_role_rules():
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
+        assert not rule.get("resourceNames") and not rule.get("nonResourceURLs"), rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
                     assert (group, resource, verb) in needed, (group, resource, verb)
-    secrets = [r for r in cluster_role_rules() if "secrets" in r["resources"]]
-    assert all(r["verbs"] == ["get"] for r in secrets)
+                    granted.add((group, resource, verb))
+    assert granted == needed
+    resources = {resource for rule in cluster_role_rules() for resource in rule["resources"]}
+    assert not resources & {"secrets", "serviceaccounts", "namespaces"}
 
 
 def test_operator_deployment() -> None:

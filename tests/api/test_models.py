@@ -293,10 +293,20 @@ def test_status_reads_workload_results_leniently() -> None:
 
 def test_rbac_needs_cover_the_loom_kinds() -> None:
     pairs = {(n.group, n.resource) for n in RBAC_NEEDS}
+    assert len(pairs) == len(RBAC_NEEDS)  # one entry per resource
     for info in KINDS.values():
         assert ("loom.dev", info.plural) in pairs
         assert ("loom.dev", f"{info.plural}/status") in pairs
+        assert ("loom.dev", f"{info.plural}/finalizers") in pairs
     assert ("batch", "jobs") in pairs and ("kubeflow.org", "pytorchjobs") in pairs
     assert ("serving.kserve.io", "inferenceservices") in pairs
-    secrets = [n for n in RBAC_NEEDS if n.resource == "secrets"]
-    assert [set(n.verbs) for n in secrets] == [{"get"}]
+    for need in RBAC_NEEDS:
+        assert need.why.strip() and "\n" not in need.why, need
+        assert need.verbs and need.verbs <= {"get", "list", "watch", "create", "patch", "update"}, need
+        assert "delete" not in need.verbs and "deletecollection" not in need.verbs, need
+        if "update" in need.verbs:  # only blockOwnerDeletion needs update, on finalizers
+            assert need.resource.endswith("/finalizers") and need.verbs == {"update"}, need
+    # The operator never reads Secrets or ServiceAccounts, and kopf (clusterwide)
+    # never lists namespaces.
+    assert not {r for _, r in pairs} & {"secrets", "serviceaccounts", "namespaces"}
+    assert all(group != "events.k8s.io" for group, _ in pairs)

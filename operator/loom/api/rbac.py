@@ -1,7 +1,9 @@
 """What the operator may do in the cluster: the least privilege its ClusterRole grants.
 
-The Helm chart's ClusterRole (charts/loom/templates/rbac.yaml) must cover every
-entry (a test checks it); the operator's API calls must stay within it.
+Exactly the calls the operator makes, nothing more (loom.operator through the
+kubernetes client's CustomObjectsApi, and kopf, run with ``clusterwide=True,
+standalone=True`` and only timers). The Helm chart's ClusterRole
+(charts/loom/templates/rbac.yaml) grants exactly these (a test checks it).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .. import GROUP
+from .registry import KINDS
 
 
 class RbacNeed(NamedTuple):
@@ -21,40 +24,47 @@ class RbacNeed(NamedTuple):
     why: str
 
 
-def _v(*verbs: str) -> frozenset[str]:
-    return frozenset(verbs)
-
-
-_LOOM_PLURALS = ("datasets", "labeljobs", "trainingruns", "evaluations", "deployments")
-_CHILD = _v("get", "list", "watch", "create", "patch", "delete")
+_LOOM_PLURALS = tuple(info.plural for info in KINDS.values())
 
 RBAC_NEEDS: tuple[RbacNeed, ...] = (
     *(
-        RbacNeed(GROUP, plural, _v("get", "list", "watch", "patch", "update"), "reconcile")
+        RbacNeed(
+            GROUP,
+            plural,
+            frozenset({"get", "list", "watch", "patch"}),
+            "kopf lists/watches cluster-wide and patches its finalizer and annotations; "
+            "the operator gets referenced objects",
+        )
         for plural in _LOOM_PLURALS
     ),
     *(
-        RbacNeed(GROUP, f"{plural}/status", _v("get", "patch", "update"), "write status")
+        RbacNeed(GROUP, f"{plural}/status", frozenset({"patch"}), "the operator merge-patches status")
         for plural in _LOOM_PLURALS
     ),
     *(
-        RbacNeed(GROUP, f"{plural}/finalizers", _v("update", "patch"), "ownerReferences with blockOwnerDeletion")
+        RbacNeed(
+            GROUP,
+            f"{plural}/finalizers",
+            frozenset({"update"}),
+            "children's ownerReferences set blockOwnerDeletion (OwnerReferencesPermissionEnforcement)",
+        )
         for plural in _LOOM_PLURALS
     ),
-    RbacNeed("batch", "jobs", _CHILD, "ingest, label and evaluate workloads"),
-    RbacNeed("kubeflow.org", "pytorchjobs", _CHILD, "training"),
-    RbacNeed("serving.kserve.io", "inferenceservices", _CHILD, "serving"),
-    RbacNeed("", "events", _v("create", "patch"), "kopf and planner events"),
-    RbacNeed("", "secrets", _v("get",), "check that referenced Secrets exist (never read into status)"),
-    RbacNeed("", "serviceaccounts", _v("get",), "check the Deployment's serviceAccountName"),
-    RbacNeed("", "namespaces", _v("list", "watch"), "kopf cluster-wide watching"),
+    RbacNeed("batch", "jobs", frozenset({"get", "create"}), "ingest, label and evaluate workload Jobs"),
+    RbacNeed("kubeflow.org", "pytorchjobs", frozenset({"get", "create"}), "TrainingRun's PyTorchJob"),
+    RbacNeed(
+        "serving.kserve.io",
+        "inferenceservices",
+        frozenset({"get", "create", "patch"}),
+        "Deployment's InferenceService; canary rollout and rollback are merge patches",
+    ),
+    RbacNeed("", "events", frozenset({"create"}), "kopf.event posts core v1 Events (never patched)"),
     RbacNeed(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
-        _v("list", "watch"),
-        "kopf resource discovery",
+        frozenset({"list", "watch"}),
+        "kopf's resource observer watches CRDs (settings.scanning is left enabled)",
     ),
-    RbacNeed("events.k8s.io", "events", _v("create", "patch"), "events via events.k8s.io/v1"),
 )
 
 
