@@ -211,6 +211,19 @@ def test_job_deleted_kills_process(kube: Kube, tmp_path: Path) -> None:
          what="the pods deleted")
 
 
+def test_job_leftover_children_killed_when_main_process_exits(kube: Kube, tmp_path: Path) -> None:
+    """A container ends with its main process: children left in its process group die too."""
+    name = uniq("orphan")
+    pidfile = tmp_path / "child.pid"
+    code = ("import subprocess, sys; "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(pidfile)!r}, 'w').write(str(c.pid))")
+    kube.create(JOBS, NS, job(name, code))
+    wait(lambda: is_true(kube.get(JOBS, NS, name), "Complete"), what="Complete")
+    pid = int(wait(lambda: pidfile.exists() and pidfile.read_text(), what="the child pid"))
+    wait(lambda: not pid_alive(pid), 10, "the leftover child killed")
+
+
 def test_job_without_command_fails_with_message(kube: Kube) -> None:
     name = uniq("nocmd")
     body = job(name, "")

@@ -180,43 +180,55 @@ def build_argv(container: Obj, env: dict[str, str]) -> list[str]:
     return argv
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the child gets SIGKILL when the thread that started it ends (the
-    executor died without stop()); elsewhere a no-op."""
+def _load_prctl() -> Any:
+    """libc's prctl, loaded once in the parent: loading a library in the child of a
+    multithreaded parent (between fork and exec) can deadlock on the loader's lock."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except Exception:  # pragma: no cover - no glibc
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the child gets SIGKILL when the thread that started it ends (the
+    executor died without stop())."""
+    _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def spawn(argv: list[str], *, cwd: Path, env: dict[str, str], log_file: Any) -> subprocess.Popen:
     """Start a child in its own process group (so a kill reaches its children too)."""
     return subprocess.Popen(argv, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                            preexec_fn=_die_with_parent if _PRCTL is not None else None)
 
 
 def kill_process_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
+    """SIGTERM the process group, then SIGKILL after ``grace`` seconds; the group
+    gets a final SIGKILL even when the leader had already exited (torchrun's
+    workers may outlive it)."""
+    if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
         try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                pass
     # the group may hold grandchildren that outlived their parent
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -404,6 +416,7 @@ class LocalPod:
             self.phase = "Running"
         rc = self.proc.poll()
         if rc is not None:
+            kill_process_group(self.proc)  # a container ends with its main process: so do its children
             if rc == 0 and self.step + 1 < len(self.containers):
                 self.step += 1
                 self.proc = None
