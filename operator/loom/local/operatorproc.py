@@ -26,8 +26,9 @@ class OperatorProcess:
             "PYTHONUNBUFFERED": "1",
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "loom.operator"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "loom.operator"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         return self
 
     def alive(self) -> bool:
