@@ -18,46 +18,54 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from loom import GROUP, VERSION
+from loom.api import kind_info
+from loom.backends.jobs import job_outcome
+from loom.backends.pytorchjob import pytorchjob_outcome
+from loom.backends.storage import Storage
 from loom.config import Settings
+from loom.lineage import record as lineage_record
 from loom.reconcile import dataset, deployment, evaluation, labeljob, trainingrun
-from loom.reconcile.common import Plan
+from loom.reconcile.common import Plan, StatusBuilder
 from loom.reconcile.steps import StepObserved, result_uri
 
 log = logging.getLogger("loom.operator")
 SETTINGS = Settings.from_env()
-PLURALS = {"Dataset": "datasets", "LabelJob": "labeljobs", "TrainingRun": "trainingruns",
-           "Evaluation": "evaluations", "Deployment": "deployments"}
-CHILDREN = {  # (group, version, plural) of what the operator creates, by apiVersion/kind
-    ("batch/v1", "Job"): ("batch", "v1", "jobs"),
-    ("kubeflow.org/v1", "PyTorchJob"): ("kubeflow.org", "v1", "pytorchjobs"),
-    ("serving.kserve.io/v1beta1", "InferenceService"): ("serving.kserve.io", "v1beta1", "inferenceservices"),
-}
+JOBS = ("batch", "v1", "jobs")
+PYTORCHJOBS = ("kubeflow.org", "v1", "pytorchjobs")
+INFERENCESERVICES = ("serving.kserve.io", "v1beta1", "inferenceservices")
+
+
+def _resource(obj: dict[str, Any]) -> tuple[str, str, str]:
+    """(group, version, plural) of an object Loom owns or creates."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    if group == GROUP:
+        return group, version, kind_info(obj["kind"]).plural
+    return {"Job": JOBS, "PyTorchJob": PYTORCHJOBS, "InferenceService": INFERENCESERVICES}[obj["kind"]]
 
 
 class Cluster:
-    """The operator's I/O with the API server and object storage, kept at the edge."""
+    """The operator's I/O with the API server and object storage, kept at the edge.
+
+    CustomObjectsApi serves every group's REST paths (batch/v1 included), so one
+    client reads and writes all kinds as plain dicts.
+    """
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.api = k8s.ApiClient()
-        self.custom = k8s.CustomObjectsApi(self.api)
-        self.batch = k8s.BatchV1Api(self.api)
-        self._storage = None
+        self.custom = k8s.CustomObjectsApi(k8s.ApiClient())
+        self._storage: Storage | None = None
 
     @property
-    def storage(self):
-        if self._storage is None:
-            from loom.backends.storage import Storage
-
+    def storage(self) -> Storage:
+        if self._storage is None:  # connect on first use, not at import
             self._storage = Storage.from_env()
         return self._storage
 
-    def get(self, group: str, version: str, plural: str, namespace: str, name: str | None) -> dict[str, Any] | None:
+    def get(self, resource: tuple[str, str, str], namespace: str, name: str | None) -> dict[str, Any] | None:
         if not name:
             return None
+        group, version, plural = resource
         try:
-            if group == "batch":
-                return self.api.sanitize_for_serialization(self.batch.read_namespaced_job(name, namespace))
             return self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)
         except ApiException as exc:
             if exc.status == 404:
@@ -65,7 +73,7 @@ class Cluster:
             raise
 
     def loom(self, kind: str, namespace: str, name: str | None) -> dict[str, Any] | None:
-        return self.get(GROUP, VERSION, PLURALS[kind], namespace, name)
+        return self.get((GROUP, VERSION, kind_info(kind).plural), namespace, name)
 
     def read_result(self, uri: str) -> tuple[dict[str, Any] | None, str | None]:
         try:
@@ -74,31 +82,25 @@ class Cluster:
             return None, f"{type(exc).__name__}: {exc}"
 
     def create(self, manifest: dict[str, Any]) -> None:
-        group, version, plural = CHILDREN[(manifest["apiVersion"], manifest["kind"])]
-        ns = manifest["metadata"]["namespace"]
+        group, version, plural = _resource(manifest)
         try:
-            if group == "batch":
-                self.batch.create_namespaced_job(ns, manifest)
-            else:
-                self.custom.create_namespaced_custom_object(group, version, ns, plural, manifest)
+            self.custom.create_namespaced_custom_object(group, version, manifest["metadata"]["namespace"], plural, manifest)
         except ApiException as exc:
             if exc.status != 409:  # already there: a previous pass created it
                 raise
 
-    def merge_patch(self, child: dict[str, Any], patch: dict[str, Any]) -> None:
-        group, version, plural = CHILDREN[(child["apiVersion"], child["kind"])]
-        meta = child["metadata"]
+    def merge_patch(self, obj: dict[str, Any], patch: dict[str, Any]) -> None:
+        group, version, plural = _resource(obj)
+        meta = obj["metadata"]
         self.custom.patch_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], patch)
 
     def patch_status(self, body: dict[str, Any], patch: dict[str, Any]) -> None:
+        group, version, plural = _resource(body)
         meta = body["metadata"]
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, meta["namespace"], PLURALS[body["kind"]], meta["name"], {"status": patch}
-        )
+        self.custom.patch_namespaced_custom_object_status(group, version, meta["namespace"], plural, meta["name"],
+                                                          {"status": patch})
 
-    def write_lineage(self, namespace: str, record) -> None:
-        from loom.lineage import record as lineage_record
-
+    def write_lineage(self, namespace: str, record: Any) -> None:
         lineage_record.write(self.storage, self.settings.bucket, namespace, record)
 
 
@@ -112,17 +114,13 @@ def cluster() -> Cluster:
     return CLUSTER
 
 
-def _job_with_result(c: Cluster, body: dict[str, Any], job: dict[str, Any] | None, finished: bool) -> StepObserved:
+def _step(c: Cluster, body: dict[str, Any], job_name: str) -> StepObserved:
+    """A Job-backed step's child, and its result once the Job has finished."""
+    job = c.get(JOBS, body["metadata"]["namespace"], job_name)
     obs = StepObserved(job=job)
-    if job is not None and finished:
+    if job_outcome(job) in ("succeeded", "failed"):
         obs.result, obs.result_error = c.read_result(result_uri(c.settings, body))
     return obs
-
-
-def _job_finished(job: dict[str, Any] | None) -> bool:
-    from loom.backends.jobs import job_outcome
-
-    return job_outcome(job) in ("succeeded", "failed")
 
 
 def _ref(body: dict[str, Any], field: str) -> str | None:
@@ -131,26 +129,21 @@ def _ref(body: dict[str, Any], field: str) -> str | None:
 
 
 def observe_dataset(c: Cluster, body: dict[str, Any]):
-    job = c.get("batch", "v1", "jobs", body["metadata"]["namespace"], dataset.job_name(body))
-    return _job_with_result(c, body, job, _job_finished(job))
+    return _step(c, body, dataset.job_name(body))
 
 
 def observe_labeljob(c: Cluster, body: dict[str, Any]):
-    ns = body["metadata"]["namespace"]
-    job = c.get("batch", "v1", "jobs", ns, labeljob.job_name(body))
-    base = _job_with_result(c, body, job, _job_finished(job))
+    base = _step(c, body, labeljob.job_name(body))
     return labeljob.Observed(job=base.job, result=base.result, result_error=base.result_error,
-                             dataset=c.loom("Dataset", ns, _ref(body, "datasetRef")))
+                             dataset=c.loom("Dataset", body["metadata"]["namespace"], _ref(body, "datasetRef")))
 
 
 def observe_trainingrun(c: Cluster, body: dict[str, Any]):
     ns = body["metadata"]["namespace"]
     lj = c.loom("LabelJob", ns, _ref(body, "labelJobRef"))
     ds = c.loom("Dataset", ns, _ref(lj, "datasetRef")) if lj else None
-    job = c.get("kubeflow.org", "v1", "pytorchjobs", ns, trainingrun.job_name(body))
+    job = c.get(PYTORCHJOBS, ns, trainingrun.job_name(body))
     obs = trainingrun.Observed(labeljob=lj, dataset=ds, job=job)
-    from loom.backends.pytorchjob import pytorchjob_outcome
-
     if pytorchjob_outcome(job)[0] in ("succeeded", "failed"):
         obs.result, obs.result_error = c.read_result(result_uri(c.settings, body))
     return obs
@@ -161,8 +154,7 @@ def observe_evaluation(c: Cluster, body: dict[str, Any]):
     tr = c.loom("TrainingRun", ns, _ref(body, "trainingRunRef"))
     lj = c.loom("LabelJob", ns, _ref(tr, "labelJobRef")) if tr else None
     ds = c.loom("Dataset", ns, _ref(lj, "datasetRef")) if lj else None
-    job = c.get("batch", "v1", "jobs", ns, evaluation.job_name(body))
-    base = _job_with_result(c, body, job, _job_finished(job))
+    base = _step(c, body, evaluation.job_name(body))
     return evaluation.Observed(job=base.job, result=base.result, result_error=base.result_error,
                                trainingrun=tr, labeljob=lj, dataset=ds)
 
@@ -171,7 +163,7 @@ def observe_deployment(c: Cluster, body: dict[str, Any]):
     ns = body["metadata"]["namespace"]
     return deployment.Observed(
         evaluation=c.loom("Evaluation", ns, _ref(body, "evaluationRef")),
-        isvc=c.get("serving.kserve.io", "v1beta1", "inferenceservices", ns, body["metadata"]["name"]),
+        isvc=c.get(INFERENCESERVICES, ns, body["metadata"]["name"]),
     )
 
 
@@ -199,7 +191,7 @@ def apply(c: Cluster, body: dict[str, Any], plan: Plan) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def reconcile(kind: str, observe: Callable, planner: Callable, body: kopf.Body, patch: kopf.Patch, logger) -> None:
+def reconcile(kind: str, observe: Callable, planner: Callable, body: kopf.Body, logger: Any) -> None:
     raw = dict(body)
     raw.setdefault("kind", kind)
     c = cluster()
@@ -207,15 +199,16 @@ def reconcile(kind: str, observe: Callable, planner: Callable, body: kopf.Body, 
         plan = planner(raw, observe(c, raw), c.settings, dt.datetime.now(dt.timezone.utc))
         apply(c, raw, plan)
     except ApiException as exc:
-        if exc.status == 422:  # refused by the schema: a bug on our side, shown on the resource
-            message = _api_message(exc)
-            logger.error(f"{kind} status refused by the API: {message}")
-            patch.status["conditions"] = _error_conditions(raw, message)
-        else:  # a transient API error (conflict, timeout): the next tick tries again
+        if exc.status != 422:  # a transient API error (conflict, timeout): the next tick tries again
             logger.warning(f"{kind} reconcile deferred: API {exc.status} {exc.reason}")
+            return
+        # Refused by the schema: a bug on our side, shown on the resource.
+        message = _api_message(exc)
+        logger.error(f"{kind} write refused by the API: {message}")
+        _report_error(c, raw, message, logger)
     except Exception as exc:  # noqa: BLE001 - the operator never crashes on one resource
         logger.exception(f"{kind} reconcile error")
-        patch.status["conditions"] = _error_conditions(raw, f"{type(exc).__name__}: {exc}")
+        _report_error(c, raw, f"{type(exc).__name__}: {exc}", logger)
 
 
 def _api_message(exc: ApiException) -> str:
@@ -225,19 +218,21 @@ def _api_message(exc: ApiException) -> str:
         return f"API {exc.status} {exc.reason}"
 
 
-def _error_conditions(body: dict[str, Any], message: str) -> list[dict[str, Any]]:
-    from loom.reconcile.common import StatusBuilder
-
+def _report_error(c: Cluster, body: dict[str, Any], message: str, logger: Any) -> None:
+    """A ReconcileError condition on the resource; if even that is refused, the log keeps it."""
     sb = StatusBuilder(body, dt.datetime.now(dt.timezone.utc))
     sb.condition("ReconcileError", True, "InternalError", message.splitlines()[0][:500])
-    return sb.status["conditions"]
+    try:
+        c.patch_status(body, {"conditions": sb.status["conditions"]})
+    except Exception as exc:  # noqa: BLE001
+        logger.error(f"could not report the error on the resource: {exc}")
 
 
 def _register(kind: str, observe: Callable, planner: Callable) -> None:
-    plural = PLURALS[kind]
+    plural = kind_info(kind).plural
 
-    def tick(body: kopf.Body, patch: kopf.Patch, logger, **_: Any) -> None:
-        reconcile(kind, observe, planner, body, patch, logger)
+    def tick(body: kopf.Body, logger: Any, **_: Any) -> None:
+        reconcile(kind, observe, planner, body, logger)
 
     tick.__name__ = f"reconcile_{plural}"
     kopf.timer(GROUP, VERSION, plural, interval=SETTINGS.reconcile_interval, id="reconcile")(tick)

@@ -11,6 +11,23 @@ from typing import Any
 RUNTIME = "loom-onnx"
 
 
+def predictor(model_uri: str, model_digest: str, service_account: str, canary_percent: int | None) -> dict[str, Any]:
+    """The predictor for one model. canary_percent None means no split: the model takes all
+    traffic once Ready (in a merge patch, None removes an earlier split)."""
+    return {
+        "serviceAccountName": service_account,
+        "canaryTrafficPercent": canary_percent,
+        "model": {
+            "modelFormat": {"name": "onnx"},
+            "runtime": RUNTIME,
+            "protocolVersion": "v2",
+            "storageUri": model_uri,
+            # The server refuses a file whose digest differs from the evaluated one.
+            "env": [{"name": "LOOM_MODEL_DIGEST", "value": model_digest}],
+        },
+    }
+
+
 def inference_service(
     *,
     name: str,
@@ -22,19 +39,9 @@ def inference_service(
     labels: dict[str, str],
     canary_percent: int | None = None,
 ) -> dict[str, Any]:
-    predictor: dict[str, Any] = {
-        "serviceAccountName": service_account,
-        "model": {
-            "modelFormat": {"name": "onnx"},
-            "runtime": RUNTIME,
-            "protocolVersion": "v2",
-            "storageUri": model_uri,
-            # The server refuses a file whose digest differs from the evaluated one.
-            "env": [{"name": "LOOM_MODEL_DIGEST", "value": model_digest}],
-        },
-    }
-    if canary_percent is not None:
-        predictor["canaryTrafficPercent"] = canary_percent
+    spec = predictor(model_uri, model_digest, service_account, canary_percent)
+    if canary_percent is None:
+        del spec["canaryTrafficPercent"]
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -45,7 +52,15 @@ def inference_service(
             "annotations": {"loom.dev/model-digest": model_digest},
             "ownerReferences": [owner],
         },
-        "spec": {"predictor": predictor},
+        "spec": {"predictor": spec},
+    }
+
+
+def model_patch(model_uri: str, model_digest: str, service_account: str, canary_percent: int | None) -> dict[str, Any]:
+    """A merge patch that points an InferenceService at another model."""
+    return {
+        "metadata": {"annotations": {"loom.dev/model-digest": model_digest}},
+        "spec": {"predictor": predictor(model_uri, model_digest, service_account, canary_percent)},
     }
 
 

@@ -16,7 +16,7 @@ def task_for(body: dict[str, Any], dumped: dict[str, Any], settings: Settings) -
         "namespace": ns,
         "name": name,
         "sources": dumped["sources"],
-        "idColumn": dumped.get("idColumn", "id"),
+        "idColumn": dumped["idColumn"],
         "labelColumn": dumped.get("labelColumn"),
         "split": dumped["split"],
         "outputPrefix": settings.prefix(ns, "datasets", name) + "/",

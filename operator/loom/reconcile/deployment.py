@@ -9,10 +9,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from loom.backends.inferenceservice import inference_service, isvc_state, served_model
+from loom.backends.inferenceservice import inference_service, isvc_state, model_patch, served_model
 from loom.config import Settings
 from loom.reconcile.common import (
-    Event, LineageRecord, Plan, StatusBuilder, now_iso, owner_reference, parse_time,
+    Event, LineageRecord, Plan, StatusBuilder, get_condition, now_iso, owner_reference, parse_time,
 )
 from loom.reconcile.steps import dependency_problem, labels_for, read_spec
 
@@ -36,23 +36,7 @@ def _isvc(body: dict[str, Any], model: dict[str, str], sa: str, canary: int | No
 
 
 def _model_patch(model: dict[str, str], sa: str, canary: int | None) -> dict[str, Any]:
-    """A merge patch that points the predictor at a model; canary None removes the split."""
-    return {
-        "metadata": {"annotations": {"loom.dev/model-digest": model["digest"]}},
-        "spec": {
-            "predictor": {
-                "serviceAccountName": sa,
-                "canaryTrafficPercent": canary,
-                "model": {
-                    "modelFormat": {"name": "onnx"},
-                    "runtime": "loom-onnx",
-                    "protocolVersion": "v2",
-                    "storageUri": model["uri"],
-                    "env": [{"name": "LOOM_MODEL_DIGEST", "value": model["digest"]}],
-                },
-            }
-        },
-    }
+    return model_patch(model["uri"], model["digest"], sa, canary)
 
 
 def _lineage(body: dict[str, Any], model: dict[str, str], evaluation: dict[str, Any], now: dt.datetime) -> LineageRecord:
@@ -74,11 +58,9 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
     dumped, refused = read_spec(body, sb, "evaluationRef")
     if refused:
         return refused
-    canary = dumped.get("canary") or {}
-    percent = int(canary.get("trafficPercent", 20))
-    analysis = float(canary.get("analysisSeconds", 10))
-    deadline = float(canary.get("readyDeadlineSeconds", 120))
-    sa = dumped.get("serviceAccountName", "loom-s3")
+    canary = dumped["canary"]  # the model fills every default
+    percent, analysis, deadline = canary["trafficPercent"], canary["analysisSeconds"], canary["readyDeadlineSeconds"]
+    sa = dumped["serviceAccountName"]
     champion = st.get("model")
     st["inferenceService"] = body["metadata"]["name"]
     state = isvc_state(observed.isvc) if observed.isvc else None
@@ -201,21 +183,13 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
         patches.append((observed.isvc, _model_patch(champion, sa, None)))  # someone edited our child: restore it
     message = f"serving model {_short(champion['digest'])}" + (f" at {state['url']}" if state["url"] else "")
     if st.get("phase") == "RolledBack":
-        sb.phase("RolledBack", "CanaryUnhealthy", get_message(st, "RolledBack") or message, ready=state["ready"])
+        rolled_back = get_condition(st.get("conditions"), "RolledBack") or {}
+        sb.phase("RolledBack", "CanaryUnhealthy", rolled_back.get("message") or message, ready=state["ready"])
     else:
         sb.phase("Available" if state["ready"] else "Degraded", "Serving" if state["ready"] else "NotReady", message, ready=state["ready"])
     return Plan(status=sb.build(), patch=patches)
 
 
-def get_message(status: dict[str, Any], type_: str) -> str | None:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == type_:
-            return cond.get("message")
-    return None
-
-
 def _eval_summary(evaluation: dict[str, Any] | None) -> str:
-    for cond in ((evaluation or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("message") or cond.get("reason") or "not passed"
-    return "not passed"
+    ready = get_condition(((evaluation or {}).get("status") or {}).get("conditions"), "Ready") or {}
+    return ready.get("message") or ready.get("reason") or "not passed"

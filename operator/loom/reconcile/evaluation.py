@@ -99,7 +99,7 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
 
     assert result is not None
     metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items() if isinstance(v, (int, float))}
-    checks = judge(metrics, dumped.get("thresholds") or [])
+    checks = judge(metrics, dumped["thresholds"])
     sb.status.update({"metrics": metrics, "checks": checks, "model": result.get("model", sb.status.get("model"))})
     failing = [c["message"] for c in checks if not c["passed"]]
     # The verdict is an artifact of its own: a Deployment's lineage points at it by digest.

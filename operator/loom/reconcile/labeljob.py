@@ -49,10 +49,10 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
                 "splits": ds_status["splits"],
             },
             "annotations": dumped["annotations"],
-            "labelColumn": dumped.get("labelColumn", "label"),
-            "metric": dumped.get("agreementMetric", "auto"),
-            "minAgreement": dumped.get("minAgreement", 0.6),
-            "adjudication": dumped.get("adjudication", "majority"),
+            "labelColumn": dumped["labelColumn"],
+            "metric": dumped["agreementMetric"],
+            "minAgreement": dumped["minAgreement"],
+            "adjudication": dumped["adjudication"],
             "outputPrefix": settings.prefix(ns, "labels", name) + "/",
             "resultUri": result_uri(settings, body),
         }
@@ -86,17 +86,14 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
 
     sb.status.update({"version": result["version"], "classes": result.get("classes"), "splits": result["splits"]})
     agreement = result["agreement"]
-    message = f"{agreement['metric']} {agreement['value']:.3f} >= {task_min(dumped):.2f}; labelled version {result['version'][:19]}"
+    message = f"{agreement['metric']} {agreement['value']:.3f} >= {float(dumped['minAgreement']):.2f}; labelled version {result['version'][:19]}"
     sb.phase("Ready", "LabelsPublished", message, ready=True)
     inputs = [{"uri": s["uri"], "digest": s["digest"]} for s in (observed.dataset or {}).get("status", {}).get("splits", {}).values()]
     inputs += [{"uri": a["uri"], "digest": a["digest"]} for a in result.get("annotationDigests", [])]
     lineage = LineageRecord(
         kind="labeljob", name=name, run_key=run_key(body), inputs=inputs,
         outputs=[{"uri": s["uri"], "digest": s["digest"]} for s in result["splits"].values()],
-        facets={"agreement": agreement, "adjudication": dumped.get("adjudication", "majority")},
+        facets={"agreement": agreement, "adjudication": dumped["adjudication"]},
     )
     return Plan(status=sb.build(), events=[Event("Normal", "LabelsPublished", message)], lineage=[lineage])
 
-
-def task_min(dumped: dict[str, Any]) -> float:
-    return float(dumped.get("minAgreement", 0.6))

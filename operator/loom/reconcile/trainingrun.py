@@ -43,22 +43,22 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
             sb.phase("Failed" if fatal else "Pending", reason, message, failed=fatal)
             return Plan(status=sb.build())
         lj_status = observed.labeljob["status"]
-        resources = dumped.get("resources") or {}
+        resources = dumped["resources"]
         task = {
             "splits": {k: lj_status["splits"][k] for k in ("train", "validation")},
             "idColumn": ((observed.dataset or {}).get("spec") or {}).get("idColumn", "id"),
             "labelColumn": (observed.labeljob.get("spec") or {}).get("labelColumn", "label"),
             "classes": lj_status.get("classes"),
-            "model": dumped.get("model") or {},
-            "hyperparameters": dumped.get("hyperparameters") or {},
+            "model": dumped["model"],
+            "hyperparameters": dumped["hyperparameters"],
             "outputPrefix": settings.prefix(ns, "models", name, run_key(body)) + "/",
             "resultUri": result_uri(settings, body),
         }
         job = pytorch_job(
             name=job_name(body), namespace=ns, task=task, owner=owner_reference(body), labels=labels_for(body),
-            settings=settings, workers=dumped.get("workers", 1), nproc_per_node=dumped.get("nprocPerNode", 1),
-            cpu=str(resources.get("cpu", "1")), memory=str(resources.get("memory", "1Gi")),
-            gpus=int(resources.get("gpus", 0)), image=dumped.get("image"),
+            settings=settings, workers=dumped["workers"], nproc_per_node=dumped["nprocPerNode"],
+            cpu=str(resources["cpu"]), memory=str(resources["memory"]),
+            gpus=int(resources["gpus"]), image=dumped.get("image"),
         )
         sb.status.update({"jobName": job["metadata"]["name"], "labelVersion": lj_status.get("version")})
         sb.phase("Pending", "JobCreated", f"PyTorchJob {job['metadata']['name']} created")
@@ -101,8 +101,8 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
         inputs=[{"uri": lj_splits[k]["uri"], "digest": lj_splits[k]["digest"]} for k in ("train", "validation") if k in lj_splits],
         outputs=[{"uri": result["model"]["uri"], "digest": result["model"]["digest"]}],
         facets={
-            "hyperparameters": dumped.get("hyperparameters") or {},
-            "model": dumped.get("model") or {},
+            "hyperparameters": dumped["hyperparameters"],
+            "model": dumped["model"],
             "metrics": result.get("metrics") or {},
             "worldSize": result.get("worldSize"),
             "backend": result.get("backend"),
