@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ..backends.storage import Storage, StorageError
-from ..lineage.digest import sha256_bytes
+from ..lineage.digest import hex_of, manifest_digest, sha256_bytes
 
 log = logging.getLogger("loom.workloads")
 MAX_MESSAGE = 500
@@ -160,6 +160,31 @@ def read_split(storage: Storage, ref: dict[str, Any], name: str, verify: bool = 
         if actual != expected:
             raise WorkloadError(f"{name} split digest mismatch: {uri} has {actual}, expected {expected}")
     return parse_csv(data, uri)
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def publish_version(storage: Storage, output_prefix: str, manifest: dict[str, Any],
+                    frames: dict[str, pd.DataFrame]) -> tuple[str, str, dict[str, dict[str, Any]]]:
+    """Publish split CSVs under a content-addressed version.
+
+    The manifest gains each split's digest and row count; its canonical digest is
+    the version, and everything goes under ``<outputPrefix>/<hex of version>/``.
+    Returns (version, manifest URI, split references ``{uri, digest, rows}``).
+    """
+    data = {name: to_csv_bytes(frames[name]) for name in SPLITS}
+    manifest = {**manifest, "splits": {n: {"digest": sha256_bytes(b), "rows": int(len(frames[n]))} for n, b in data.items()}}
+    version = manifest_digest(manifest)
+    base = join_uri(output_prefix, hex_of(version))
+    refs = {}
+    for name in SPLITS:
+        uri = join_uri(base, f"{name}.csv")
+        storage.put_bytes(uri, data[name], content_type="text/csv")
+        refs[name] = {"uri": uri, **manifest["splits"][name]}
+    manifest_uri = join_uri(base, "manifest.json")
+    storage.put_json(manifest_uri, manifest)
+    return version, manifest_uri, refs
 
 
 def join_uri(prefix: str, *parts: str) -> str:

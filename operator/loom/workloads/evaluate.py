@@ -50,7 +50,6 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
     for what, d in (("task.model.digest", model_digest), ("task.test.digest", test_digest)):
         if not is_digest(d):
             raise WorkloadError(f"{what} is not a sha256:<64 hex> digest: {d!r}")
-    id_col = task.get("idColumn") or "id"
     label_col = task.get("labelColumn") or "label"
 
     with tempfile.TemporaryDirectory(prefix="loom-eval-") as tmp:

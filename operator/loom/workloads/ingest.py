@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 
 from ..backends.storage import Storage, make_uri, parse_uri
-from ..lineage.digest import hex_of, manifest_digest, sha256_bytes, sha256_file
-from ._task import WorkloadError, join_uri, parse_csv, require, run, to_csv_bytes
+from ..lineage.digest import sha256_file
+from ._task import SPLITS, WorkloadError, parse_csv, publish_version, require, run
 
 log = logging.getLogger("loom.workloads.ingest")
-SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
 
 
@@ -122,7 +121,6 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
         start += sizes[name]
 
 
-    split_bytes = {name: to_csv_bytes(df) for name, df in parts.items()}
     manifest = {
         "kind": "DatasetManifest",
         "apiVersion": "loom.dev/v1alpha1",
@@ -137,17 +135,8 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
         "rows": int(len(data)),
         "split": {"strategy": "random", "seed": seed,
                   **{s: float(split.get(s, DEFAULT_FRACTIONS[s])) for s in SPLITS}},
-        "splits": {name: {"digest": sha256_bytes(b), "rows": int(len(parts[name]))} for name, b in split_bytes.items()},
     }
-    version = manifest_digest(manifest)
-    base = join_uri(output_prefix, hex_of(version))
-    refs = {}
-    for name in SPLITS:
-        uri = join_uri(base, f"{name}.csv")
-        storage.put_bytes(uri, split_bytes[name], content_type="text/csv")
-        refs[name] = {"uri": uri, **manifest["splits"][name]}
-    manifest_uri = join_uri(base, "manifest.json")
-    storage.put_json(manifest_uri, manifest)
+    version, manifest_uri, refs = publish_version(storage, output_prefix, manifest, parts)
     log.info("dataset version %s: %d rows, splits %s", version, len(data), sizes)
     return {
         "version": version,

@@ -18,11 +18,10 @@ import numpy as np
 import pandas as pd
 
 from ..backends.storage import Storage
-from ..lineage.digest import hex_of, manifest_digest, sha256_bytes
-from ._task import WorkloadError, join_uri, parse_csv, read_split, require, run, to_csv_bytes
+from ..lineage.digest import sha256_bytes
+from ._task import SPLITS, WorkloadError, parse_csv, publish_version, read_split, require, run
 
 log = logging.getLogger("loom.workloads.label")
-SPLITS = ("train", "validation", "test")
 ANNOTATION_COLUMNS = ("item", "annotator", "label")
 
 
@@ -156,15 +155,14 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
         return result
 
     label_series = pd.Series(labels, name=label_col)
-    split_bytes, split_rows = {}, {}
+    labelled = {}
     for name, df in splits.items():
         out = df.drop(columns=[label_col], errors="ignore")
         out = out[out[id_col].isin(labels.keys())].copy()
         out[label_col] = out[id_col].map(label_series)
         if out.empty:
             raise WorkloadError(f"labelled {name} split would be empty (no adjudicated labels for its items)")
-        split_bytes[name] = to_csv_bytes(out)
-        split_rows[name] = int(len(out))
+        labelled[name] = out
 
     manifest = {
         "kind": "LabelManifest",
@@ -176,22 +174,14 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
         "adjudication": "majority",
         "tiePolicy": "drop",
         "classes": classes,
-        "splits": {n: {"digest": sha256_bytes(b), "rows": split_rows[n]} for n, b in split_bytes.items()},
     }
-    version = manifest_digest(manifest)
-    base = join_uri(output_prefix, hex_of(version))
-    refs = {}
-    for name in SPLITS:
-        uri = join_uri(base, f"{name}.csv")
-        storage.put_bytes(uri, split_bytes[name], content_type="text/csv")
-        refs[name] = {"uri": uri, **manifest["splits"][name]}
-    storage.put_json(join_uri(base, "manifest.json"), manifest)
+    version, manifest_uri, refs = publish_version(storage, output_prefix, manifest, labelled)
     result.update(
         passed=True,
         message=f"{metric_name} {value:.2f} meets minAgreement {min_agreement:.2f}; "
-                f"{sum(split_rows.values())} items labelled, {len(ties)} tie(s) dropped",
+                f"{sum(len(df) for df in labelled.values())} items labelled, {len(ties)} tie(s) dropped",
         version=version,
-        manifestUri=join_uri(base, "manifest.json"),
+        manifestUri=manifest_uri,
         splits=refs,
     )
     return result
