@@ -7,6 +7,7 @@ import sys
 
 
 def _lineage(args: argparse.Namespace) -> int:
+    from loom.api import kind_info
     from loom.backends.storage import Storage
     from loom.config import Settings
     from loom.lineage.graph import LineageError, chain, load_events
@@ -16,8 +17,11 @@ def _lineage(args: argparse.Namespace) -> int:
         print("expected KIND/NAME, e.g. deployment/iris", file=sys.stderr)
         return 2
     kind, name = args.ref.split("/", 1)
-    kind = {"deployments.loom.dev": "deployment", "ldep": "deployment", "lev": "evaluation", "ltr": "trainingrun",
-            "llj": "labeljob", "lds": "dataset"}.get(kind.lower(), kind.lower())
+    try:
+        kind = kind_info(kind).kind.lower()  # accepts ldep, deployments.loom.dev, Deployment, ...
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
     storage = Storage.from_env()
     bucket = Settings.from_env().bucket
     try:

@@ -21,8 +21,6 @@ from loom.manifests import Applier, load
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
-ORDER = [("Dataset", "iris"), ("LabelJob", "iris-species"), ("TrainingRun", "iris-mlp"),
-         ("Evaluation", "iris-mlp-eval"), ("Deployment", "iris")]
 NAMESPACE = "quickstart"
 FINAL = {"Ready", "Succeeded", "Passed", "Available", "Failed", "RolledBack"}
 
@@ -61,13 +59,13 @@ def summary(obj: dict[str, Any]) -> str:
     return ready.get("message") or ready.get("reason") or ""
 
 
-def watch_chain(applier: Applier, timeout: float, operator=None) -> dict[str, dict[str, Any]]:
+def watch_chain(applier: Applier, chain: list[tuple[str, str]], timeout: float, operator=None) -> dict[str, dict[str, Any]]:
     """Print each resource's phase as it changes; return them once the chain has settled."""
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     objs: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
-        for kind, name in ORDER:
+        for kind, name in chain:
             obj = applier.get("loom.dev/v1alpha1", kind, name, NAMESPACE) or {}
             objs[kind] = obj
             phase = (obj.get("status") or {}).get("phase") or "Pending"
@@ -110,10 +108,12 @@ def run(workdir: Path, timeout: float) -> int:
         operator = OperatorProcess(cluster.kubeconfig, cluster.s3_env, workdir / "operator.log").start()
         say(f"operator started (log: {workdir / 'operator.log'})")
         try:
+            chain = []  # the Loom resources, in the order applied
             for path in sorted(QUICKSTART.glob("0*.yaml")):
                 applied = applier.apply_all(load(path, template_vars(cluster.s3_env)))
                 say(f"applied {path.relative_to(ROOT)}: " + ", ".join(f"{m['kind']}/{m['metadata']['name']}" for m in applied))
-            objs = watch_chain(applier, timeout, operator)
+                chain += [(m["kind"], m["metadata"]["name"]) for m in applied if m["apiVersion"].startswith("loom.dev/")]
+            objs = watch_chain(applier, chain, timeout, operator)
             dep = objs["Deployment"]
             if dep.get("status", {}).get("phase") != "Available":
                 failed = [f"{k}: {summary(o)}" for k, o in objs.items() if (o.get("status") or {}).get("phase") == "Failed"]
@@ -122,14 +122,15 @@ def run(workdir: Path, timeout: float) -> int:
                 return 1
             rows = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
             url = dep["status"]["url"]
-            say(f"POST {url}/v1/models/iris:predict {json.dumps({'instances': rows})}")
-            answer = predict(url, "iris", rows)
+            model = dep["metadata"]["name"]  # KServe names the model after the InferenceService
+            say(f"POST {url}/v1/models/{model}:predict {json.dumps({'instances': rows})}")
+            answer = predict(url, model, rows)
             say(f"the model answers: {json.dumps(answer)}")
             say("lineage, from the served model back to its sources:")
             from loom.backends.storage import Storage
 
             print(format_lineage(Storage.from_env(cluster.s3_env), cluster.s3_env.get("LOOM_S3_BUCKET", "loom"),
-                                 NAMESPACE, "deployment/iris"), flush=True)
+                                 NAMESPACE, f"deployment/{model}"), flush=True)
         finally:
             operator.stop()
     say(f"demo finished in {time.monotonic() - started:.0f}s")
