@@ -320,6 +320,25 @@ def test_namespace_deletion_deletes_its_objects(http):
     assert http("GET", "/api/v1/namespaces/doomed")[0] == 404
 
 
+def test_no_new_objects_in_a_terminating_namespace(http):
+    http("POST", "/api/v1/namespaces", {"metadata": {"name": "closing"}})
+    base = "/api/v1/namespaces/closing/configmaps"
+    http("POST", base, {"metadata": {"name": "held", "finalizers": ["x/y"]}})
+    assert http("DELETE", "/api/v1/namespaces/closing")[0] == 200
+    status, body = http("POST", base, {"metadata": {"name": "late"}})
+    assert status == 403 and body["reason"] == "Forbidden" and body["code"] == 403
+    assert body["message"] == ('configmaps "late" is forbidden: unable to create new content in namespace closing '
+                               "because it is being terminated")
+    doc = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied-late\n"
+    status, body = http("PATCH", f"{base}/applied-late?fieldManager=test", raw=doc,
+                        content_type="application/apply-patch+yaml")
+    assert status == 403 and "because it is being terminated" in body["message"]  # server-side apply, too
+    assert [i["metadata"]["name"] for i in http("GET", base)[1]["items"]] == ["held"]
+    # The last finalizer going still completes the namespace's deletion.
+    http("PATCH", f"{base}/held", {"metadata": {"finalizers": []}}, "application/merge-patch+json")
+    assert http("GET", "/api/v1/namespaces/closing")[0] == 404
+
+
 # --- real clients ------------------------------------------------------------------------------------
 
 KOPF_CRD = {

@@ -460,8 +460,18 @@ class LoomKubernetes(KubernetesEmulator):
                 raise ApiError(400, "BadRequest",
                                "the namespace of the provided object does not match the namespace sent on the request")
             namespace = namespace or meta.get("namespace") or "default"
-            if self.store.get(NS_KEY, "", namespace) is None:
+            ns = self.store.get(NS_KEY, "", namespace)
+            if ns is None:
                 raise not_found(self.store.types[NS_KEY], namespace)
+            if ns["metadata"].get("deletionTimestamp"):
+                # As the NamespaceLifecycle admission plugin: nothing new in a namespace being deleted
+                # (it would keep the namespace Terminating for ever).
+                raise ApiError(403, "Forbidden",
+                               f'{rtype.group_resource} "{meta.get("name") or ""}" is forbidden: unable to create '
+                               f"new content in namespace {namespace} because it is being terminated",
+                               {"name": meta.get("name") or "", "group": rtype.group, "kind": rtype.plural,
+                                "causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
+                                            "message": f"namespace {namespace} is being terminated"}]})
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
