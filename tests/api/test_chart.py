@@ -15,6 +15,7 @@ import yaml
 
 from loom.api import KINDS, RBAC_NEEDS, missing_verbs
 from loom.api import crdgen
+from loom.backends.inferenceservice import RUNTIME
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "loom"
@@ -50,7 +51,7 @@ def test_values() -> None:
     assert values["workload"]["image"]["repository"]
     assert values["s3"]["bucket"] == "loom"
     assert values["s3"]["tenantSecretName"] == "loom-s3"
-    assert values["servingRuntime"]["name"] == "loom-onnx"
+    assert "name" not in values["servingRuntime"]  # fixed: the operator names it (RUNTIME)
     assert values["minio"]["enabled"] is False
 
 
@@ -122,6 +123,7 @@ def test_operator_deployment() -> None:
 def test_serving_runtime() -> None:
     [runtime] = template_docs("servingruntime.yaml")
     assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
+    assert runtime["metadata"]["name"] == RUNTIME  # what every InferenceService names
     spec = runtime["spec"]
     assert spec["protocolVersions"] == ["v1", "v2"]
     assert spec["supportedModelFormats"][0]["name"] == "onnx"
