@@ -235,6 +235,18 @@ def test_job_without_command_fails_with_message(kube: Kube) -> None:
     assert term["reason"] == "StartError" and "no command" in term["message"]
 
 
+def test_job_unsupported_spec_is_invalid(kube: Kube) -> None:
+    """What the local executor does not run (several completions, Indexed) fails the Job with InvalidSpec."""
+    for spec, field in (({"completions": 3}, "spec.completions"), ({"completionMode": "Indexed"},
+                                                                   "spec.completionMode")):
+        name = uniq("unsup")
+        kube.create(JOBS, NS, job(name, "pass", **spec))
+        failed = wait(lambda: (j := kube.get(JOBS, NS, name)) and is_true(j, "Failed") and j, what="Failed")
+        c = cond(failed, "Failed")
+        assert c["reason"] == "InvalidSpec" and field in c["message"], c
+        assert not [p for p in kube.list(PODS, NS) if p["metadata"]["labels"].get("job-name") == name]
+
+
 def test_executor_restart_is_idempotent(cluster, kube: Kube, tmp_path: Path) -> None:
     """Processes die with the executor; a new one leaves finished Jobs alone and starts unfinished ones again."""
     done, running = uniq("before"), uniq("again")

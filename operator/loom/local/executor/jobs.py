@@ -40,17 +40,14 @@ class JobRun:
         self.owner = owner_ref({**job, "apiVersion": "batch/v1", "kind": "Job"})
         status = job.get("status") or {}
         self.finished: str | None = _done(status)  # "Complete" | "Failed" | None
-        self.finished_mono: float | None = time.monotonic() if self.finished else None
         self.conditions: list[Obj] = list(status.get("conditions") or []) if self.finished else []
         self.pods: list[LocalPod] = []
         self.counted: set[int] = set()  # pods already in succeeded/failed
         self.succeeded = int(status.get("succeeded") or 0) if self.finished else 0
         self.failed = int(status.get("failed") or 0) if self.finished else 0
-        self.succeeded_indexes: set[int] = set()
         self.start_time: str | None = status.get("startTime") if self.finished else None
         self.start_mono: float | None = None
         self.completion_time: str | None = status.get("completionTime") if self.finished else None
-        self.suspended = False
 
     # -- helpers -------------------------------------------------------------
     def active(self) -> list[LocalPod]:
@@ -63,7 +60,6 @@ class JobRun:
     def finish(self, kind: str, reason: str, message: str) -> None:
         self.kill_all("DeadlineExceeded" if reason == "DeadlineExceeded" else "Killed", message)
         self.finished = kind
-        self.finished_mono = time.monotonic()
         ts = now()
         if kind == "Complete":
             self.completion_time = ts
@@ -85,37 +81,19 @@ class JobRun:
         if not isinstance(spec, dict):
             raise SpecError("spec must be an object")
         if self.finished:
-            ttl = as_int(spec.get("ttlSecondsAfterFinished"), None, "spec.ttlSecondsAfterFinished")
-            if ttl is not None and self.finished_mono is not None and time.monotonic() - self.finished_mono >= ttl:
-                self.ctl.kube.delete(JOBS, self.namespace, self.name)
-                return
             self.write_status(job)
             return
         backoff = as_int(spec.get("backoffLimit"), 6, "spec.backoffLimit")
-        completions = as_int(spec.get("completions"), 1, "spec.completions", 1)
-        parallelism = as_int(spec.get("parallelism"), 1, "spec.parallelism")
         deadline = as_int(spec.get("activeDeadlineSeconds"), None, "spec.activeDeadlineSeconds", 1)
-        indexed = spec.get("completionMode") == "Indexed"
+        for field in ("completions", "parallelism"):  # what Loom emits: one pod at a time, one success
+            if as_int(spec.get(field), 1, f"spec.{field}") != 1:
+                raise SpecError(f"spec.{field}: only 1 is supported by the local executor")
+        if spec.get("completionMode", "NonIndexed") != "NonIndexed":
+            raise SpecError(f"spec.completionMode: only NonIndexed is supported by the local executor, "
+                            f"got {spec.get('completionMode')!r}")
         template = spec.get("template")
         if not isinstance(template, dict) or not (template.get("spec") or {}).get("containers"):
             raise SpecError("spec.template.spec.containers is required")
-
-        if spec.get("suspend"):
-            if not self.suspended:
-                for p in self.active():
-                    p.kill("Killed", "Job suspended")
-                    p.delete_object()
-                self.pods = [p for p in self.pods if p.phase == "Succeeded" or p.phase == "Failed"]
-                self.suspended = True
-                self.start_mono = None
-                self.start_time = None
-                self.conditions = set_condition(self.conditions, "Suspended", "True", "JobSuspended",
-                                                "Job suspended")
-            self.write_status(job)
-            return
-        if self.suspended:
-            self.suspended = False
-            self.conditions = set_condition(self.conditions, "Suspended", "False", "JobResumed", "Job resumed")
 
         if self.start_mono is None:
             self.start_mono = time.monotonic()
@@ -130,9 +108,6 @@ class JobRun:
             phase = p.phase
             if phase == "Succeeded":
                 self.succeeded += 1
-                idx = p.labels.get("batch.kubernetes.io/job-completion-index")
-                if idx is not None:
-                    self.succeeded_indexes.add(int(idx))
             elif phase == "Failed":
                 self.failed += 1
                 tail = p.log_tail(400).splitlines()[-1:] or [""]
@@ -147,37 +122,18 @@ class JobRun:
             self.finish("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")
         elif self.failed > backoff:
             self.finish("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
-        elif (len(self.succeeded_indexes) if indexed else self.succeeded) >= completions:
+        elif self.succeeded >= 1:
             self.finish("Complete", "CompletionsReached", "Reached expected number of succeeded pods")
-        else:
-            active = self.active()
-            done = len(self.succeeded_indexes) if indexed else self.succeeded
-            want = min(parallelism - len(active), completions - done - len(active))
-            busy = {int(p.labels["batch.kubernetes.io/job-completion-index"]) for p in active} if indexed else set()
-            for _ in range(max(0, want)):
-                index = None
-                if indexed:
-                    free = [i for i in range(completions) if i not in busy and i not in self.succeeded_indexes]
-                    if not free:
-                        break
-                    index = free[0]
-                    busy.add(index)
-                self.start_pod(template, index)
+        elif not self.active():
+            self.start_pod(template)
         self.write_status(job)
 
-    def start_pod(self, template: Obj, index: int | None) -> None:
+    def start_pod(self, template: Obj) -> None:
         labels = {"job-name": self.name, "controller-uid": self.uid,
                   "batch.kubernetes.io/job-name": self.name, "batch.kubernetes.io/controller-uid": self.uid}
         annotations = {"batch.kubernetes.io/job-tracking": ""}
-        env = {}
-        prefix = self.name
-        if index is not None:
-            labels["batch.kubernetes.io/job-completion-index"] = str(index)
-            annotations["batch.kubernetes.io/job-completion-index"] = str(index)
-            env["JOB_COMPLETION_INDEX"] = str(index)
-            prefix = f"{self.name}-{index}"
-        pod = LocalPod(self.ctl.kube, self.ctl.workdir, self.namespace, f"{prefix}-{random_suffix()}", template,
-                       labels, self.owner, env, annotations, env_base=self.ctl.env_base)
+        pod = LocalPod(self.ctl.kube, self.ctl.workdir, self.namespace, f"{self.name}-{random_suffix()}", template,
+                       labels, self.owner, {}, annotations, env_base=self.ctl.env_base)
         self.pods.append(pod)
         pod.start()
 
@@ -199,23 +155,10 @@ class JobRun:
         st["uncountedTerminatedPods"] = {}
         if self.conditions:
             st["conditions"] = self.conditions
-        if self.succeeded_indexes:
-            st["completedIndexes"] = _ranges(sorted(self.succeeded_indexes))
         patch = status_diff(job.get("status"), st)
         if patch:
             self.ctl.kube.patch(JOBS, self.namespace, self.name, {"status": patch}, status=True)
             job["status"] = st
-
-
-def _ranges(xs: list[int]) -> str:
-    out, i = [], 0
-    while i < len(xs):
-        j = i
-        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
-            j += 1
-        out.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 class JobController(RunController):
