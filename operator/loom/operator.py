@@ -171,7 +171,7 @@ def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
     """The merge patch from current to desired status: changed keys, and null for removed ones."""
     patch = {k: v for k, v in desired.items() if current.get(k) != v}
     for key in current:
-        if key not in desired and key != "kopf":
+        if key not in desired:
             patch[key] = None
     return patch
 

@@ -126,17 +126,7 @@ class Storage:
         return uri
 
     def get_bytes(self, uri: str) -> bytes:
-        bucket, key = parse_uri(uri)
-        resp = None
-        try:
-            resp = self.client.get_object(bucket, key)
-            return resp.read()
-        except Exception as exc:
-            raise self._wrap(uri, exc, "read") from exc
-        finally:
-            if resp is not None:
-                resp.close()
-                resp.release_conn()
+        return b"".join(self.iter_chunks(uri))
 
     def put_json(self, uri: str, obj: Any) -> str:
         data = json.dumps(obj, indent=2, sort_keys=True).encode("utf-8")
@@ -159,19 +149,13 @@ class Storage:
         return uri
 
     def get_file(self, uri: str, path: str | Path) -> Path:
-        """Download an object to a local file, streamed in chunks."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
+        """Download an object to a local file, streamed (minio writes a .part file, then renames)."""
+        bucket, key = parse_uri(uri)
         try:
-            with open(tmp, "wb") as f:
-                for chunk in self.iter_chunks(uri):
-                    f.write(chunk)
-            tmp.replace(path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+            self.client.fget_object(bucket, key, str(path))
+        except Exception as exc:
+            raise self._wrap(uri, exc, "read") from exc
+        return Path(path)
 
     def iter_chunks(self, uri: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         bucket, key = parse_uri(uri)

@@ -130,9 +130,7 @@ class StatusBuilder:
     def __init__(self, body: dict[str, Any], now: dt.datetime):
         self.generation = int(body["metadata"].get("generation") or 1)
         self.now = now
-        self.status: dict[str, Any] = {
-            k: v for k, v in (body.get("status") or {}).items() if k != "kopf"
-        }
+        self.status: dict[str, Any] = dict(body.get("status") or {})
         self.status.setdefault("conditions", [])
 
     def condition(self, type_: str, status: bool | str, reason: str, message: str) -> None:
