@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from loom.api import (
     KINDS,
@@ -29,6 +32,8 @@ from loom.api import (
 )
 
 from .examples import SPECS
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bad(kind: str, spec: dict) -> str:
@@ -124,6 +129,30 @@ def test_quantities_accept_numbers() -> None:
     spec = parse_spec("TrainingRun", {"labelJobRef": {"name": "l"}, "resources": {"cpu": 2, "memory": "512Mi"}})
     assert spec.resources.cpu == "2"
     assert "resources.cpu" in bad("TrainingRun", {"labelJobRef": {"name": "l"}, "resources": {"cpu": "two"}})
+
+
+@pytest.mark.parametrize("value", [0.5, 2.0])
+def test_quantities_refuse_floats(value: float) -> None:
+    """The CRD's int-or-string refuses a JSON float, so parse_spec does too."""
+    msg = bad("TrainingRun", {"labelJobRef": {"name": "l"}, "resources": {"cpu": value}})
+    assert msg.startswith("spec.resources.cpu: a fractional quantity must be written as a string")
+    assert f"(got {value!r})" in msg
+
+
+@pytest.mark.parametrize("value", [2, 0, "500m", "0.5", "1Gi", 0.5, 2.0, True, "two", "-"])
+def test_quantities_agree_with_the_crd(value) -> None:
+    """parse_spec accepts a quantity exactly when the CRD schema does."""
+    crd = yaml.safe_load((ROOT / "crds" / "loom.dev_trainingruns.yaml").read_text())
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    node = spec_schema["properties"]["resources"]["properties"]["cpu"]
+    schema = {k: v for k, v in node.items() if k not in ("x-kubernetes-int-or-string", "default")}
+    crd_accepts = jsonschema.Draft4Validator(schema).is_valid(value) and not isinstance(value, bool)
+    try:
+        parse_spec("TrainingRun", {"labelJobRef": {"name": "l"}, "resources": {"cpu": value}})
+        model_accepts = True
+    except SpecError:
+        model_accepts = False
+    assert model_accepts == crd_accepts, value
 
 
 def test_evaluation_defaults_and_thresholds() -> None:

@@ -115,22 +115,28 @@ S3_URI_RULE = CelRule(
 
 
 def _quantity_to_str(value: Any) -> Any:
+    """An integer quantity (``cpu: 2``) becomes its string; a float is refused,
+    because the CRD (int-or-string) refuses it too."""
     if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
+        return value  # not a quantity: refused as "a valid string"
+    if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        raise ValueError(
+            f'a fractional quantity must be written as a string, e.g. "{value:g}" or "500m" '
+            f"(got {value!r})"
+        )
     return value
 
 
-#: A resource quantity written as a string ("500m", "2Gi") or a number (2).
+#: A resource quantity written as a string ("500m", "2Gi") or an integer (2).
 #: In the CRD it is ``x-kubernetes-int-or-string`` with the quantity pattern.
+#: (The pattern sits on the str schema, before the validator wraps it, so that
+#: pydantic writes it into the JSON schema itself.)
 Quantity = Annotated[
-    str,
+    Annotated[str, Field(pattern=QUANTITY_PATTERN)],
     BeforeValidator(_quantity_to_str),
-    Field(
-        pattern=QUANTITY_PATTERN,
-        json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN},
-    ),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
 ]
 
 
