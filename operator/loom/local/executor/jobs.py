@@ -195,19 +195,8 @@ class JobController(RunController):
             log.debug("orphan pods of %s/%s: %s", run.namespace, run.name, e)
 
     def forget(self, key: tuple[str, str]) -> None:
-        """The Job is gone: kill its processes, and delete its pods (the garbage collector's part)."""
-        run = self.runs.pop(key)
-        run.kill_all("Killed", "Job deleted")
-        for p in run.pods:
-            p.delete_object()
-        if not run.pods:
-            try:
-                for pod in self.kube.list(PODS, run.namespace):
-                    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
-                    if any(r.get("uid") == run.uid for r in refs):
-                        self.kube.delete(PODS, run.namespace, pod["metadata"]["name"])
-            except Exception:
-                pass
+        """The Job is gone: kill its processes (the API server garbage-collects its pods)."""
+        self.runs.pop(key).kill_all("Killed", "Job deleted")
 
     def stop(self) -> None:
         for run in self.runs.values():

@@ -333,10 +333,8 @@ class PyTorchJobController(RunController):
         run.write_status(obj)
 
     def forget(self, key: tuple[str, str]) -> None:
-        run = self.runs.pop(key)
-        run.kill_all("Killed", "PyTorchJob deleted")
-        for p in run.pods.values():
-            p.delete_object()
+        """The PyTorchJob is gone: kill its processes (the API server garbage-collects its pods)."""
+        self.runs.pop(key).kill_all("Killed", "PyTorchJob deleted")
 
     def stop(self) -> None:
         for run in self.runs.values():
