@@ -4,7 +4,7 @@ import pytest
 
 from loom.lineage import graph
 from loom.lineage.digest import sha256_bytes
-from loom.lineage.openlineage import build_event, dataset_digest, run_id, step_event, write_event
+from loom.lineage.openlineage import build_event, dataset_digest, run_id, write_event
 
 
 def d(s):
@@ -97,15 +97,3 @@ def test_write_and_load_events(storage, ns):
     assert len(loaded) == len(events)
     assert graph.chain(loaded, "deployment/iris")["inputs"][0]["producer"]["eventUri"].startswith(
         f"s3://loom/{ns}/lineage/trainingrun/iris/")
-
-
-def test_step_event_from_workload_results():
-    ds_result = {"objects": [{"uri": "s3://raw/x.csv", "digest": d("x"), "bytes": 1}],
-                 "manifestUri": "s3://loom/n/m.json", "version": d("v"),
-                 "splits": {"train": {"uri": "s3://loom/n/t.csv", "digest": d("t"), "rows": 1}}}
-    e = step_event("Dataset", "n", "iris", {}, ds_result)
-    assert [dataset_digest(i) for i in e["inputs"]] == [d("x")]
-    assert {dataset_digest(o) for o in e["outputs"]} == {d("t"), d("v")}
-    tr = step_event("trainingrun", "n", "iris", {"splits": {"train": ds_result["splits"]["train"]}},
-                    {"model": {"uri": "s3://loom/n/model.onnx", "digest": d("m")}})
-    assert graph.chain([e, tr], "trainingrun/iris")["inputs"][0]["producer"]["job"] == "dataset/iris"

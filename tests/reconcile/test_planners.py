@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 
 from loom.config import Settings
 from loom.reconcile import dataset, deployment, evaluation, labeljob, trainingrun
@@ -286,3 +285,25 @@ def test_planner_statuses_fit_the_crd_schemas():
     _assert_admissible("Deployment", DEP_SPEC, b["status"])
     bad = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, latest_ready=False, canary=25, failure=True, generation=2))
     _assert_admissible("Deployment", DEP_SPEC, deployment.plan(b, bad, S, NOW + dt.timedelta(seconds=2)).status)
+
+
+def test_planner_lineage_records_join_into_a_chain():
+    # What the operator writes for lineage comes from the planners' records alone.
+    from loom.lineage.graph import chain
+    from loom.lineage.openlineage import build_event, dataset_digest
+
+    def event(record, time):
+        return build_event("team-a", record.kind, record.name, record.inputs, record.outputs,
+                           run_seed=record.run_key, event_time=time)
+
+    result = {"version": D, "rows": 30, "columns": ["id"], "manifestUri": "s3://loom/m.json", "splits": SPLITS,
+              "objects": [{"uri": "s3://data/iris.csv", "digest": D2, "bytes": 10}]}
+    ds = event(dataset.plan(body("Dataset", DS_SPEC), StepObserved(job=job("ok"), result=result), S, NOW).lineage[0], "1")
+    assert [dataset_digest(i) for i in ds["inputs"]] == [D2]
+    assert {dataset_digest(o) for o in ds["outputs"]} == {D}  # the manifest and every split
+    done = {"status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+    tr_result = {"model": {"uri": "s3://loom/m.onnx", "digest": "sha256:" + "e" * 64}, "metrics": {}}
+    tr = event(trainingrun.plan(body("TrainingRun", {"labelJobRef": {"name": "lj"}}),
+                                trainingrun.Observed(labeljob=READY_LJ, job=done, result=tr_result), S, NOW).lineage[0], "2")
+    assert [dataset_digest(o) for o in tr["outputs"]] == ["sha256:" + "e" * 64]
+    assert chain([ds, tr], "trainingrun/x")["inputs"][0]["producer"]["job"] == "dataset/x"
