@@ -132,6 +132,61 @@ def test_patch_content_types(http):
     assert status == 200 and body["data"] == {"z": "0"}  # PUT replaces
 
 
+def test_json_patch_errors_are_422_and_leave_the_object_alone(http):
+    _, before = http("POST", CM, {"metadata": {"name": "jp"}, "data": {"a": "1"}, "binaryData": {}})
+    for ops in ([{"op": "remove", "path": "/data/missing"}],  # JsonPatchConflict
+                [{"op": "add", "path": "/data/a/b", "value": "x"}],  # JsonPointerException
+                [{"op": "add", "path": "no-slash", "value": "x"}],
+                [{"op": "frobnicate", "path": "/data/a"}],  # InvalidJsonPatch
+                [{"op": "test", "path": "/data/missing", "value": "1"}],  # JsonPatchTestFailed
+                {"op": "add", "path": "/data/b", "value": "2"}):  # not a list
+        status, body = http("PATCH", f"{CM}/jp", ops, "application/json-patch+json")
+        assert (status, body["reason"], body["code"]) == (422, "Invalid", 422), (ops, body)
+    _, after = http("GET", f"{CM}/jp")
+    assert after["data"] == {"a": "1"} and after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    status, body = http("PATCH", f"{CM}/jp", [{"op": "add", "path": "/data/b", "value": "2"},
+                                              {"op": "move", "from": "/data/a", "path": "/data/c"},
+                                              {"op": "copy", "from": "/data/b", "path": "/data/d"}],
+                        "application/json-patch+json")
+    assert status == 200 and body["data"] == {"b": "2", "c": "1", "d": "2"}
+
+
+def test_merge_patch_keeps_dollar_keys(http):
+    http("POST", CM, {"metadata": {"name": "dollars"}, "data": {"a": "1"}})
+    status, body = http("PATCH", f"{CM}/dollars", {"data": {"$patch": "delete", "$x": "y"}}, "application/merge-patch+json")
+    assert status == 200 and body["data"] == {"a": "1", "$patch": "delete", "$x": "y"}  # plain keys, not directives
+
+
+def test_strategic_merge_patch_directives(http):
+    base = "/api/v1/namespaces/default/services"
+    smp = "application/strategic-merge-patch+json"
+    http("POST", base, {"metadata": {"name": "smp", "labels": {"a": "1", "b": "2"}, "finalizers": ["x/one", "x/two"]},
+                        "spec": {"ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}})
+    refused = {
+        "$patch": {"spec": {"ports": [{"name": "http", "$patch": "delete"}]}},
+        "$deleteFromPrimitiveList/finalizers": {"metadata": {"$deleteFromPrimitiveList/finalizers": ["x/one"]}},
+        "$setElementOrder/ports": {"spec": {"$setElementOrder/ports": [{"name": "https"}, {"name": "http"}],
+                                            "ports": [{"name": "http", "port": 8080}]}},
+    }
+    for directive, patch in refused.items():
+        status, body = http("PATCH", f"{base}/smp", patch, smp)
+        assert (status, body["reason"]) == (422, "Invalid"), body
+        assert body["message"].startswith(f"strategic merge patch directive {directive}")
+        assert body["message"].endswith("is not supported")
+    _, svc = http("GET", f"{base}/smp")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80}, {"name": "https", "port": 443}]  # untouched
+    assert svc["metadata"]["finalizers"] == ["x/one", "x/two"]
+    # The map directives are served: replace, delete, retainKeys.
+    status, svc = http("PATCH", f"{base}/smp", {"metadata": {"labels": {"$patch": "replace", "c": "3"}}}, smp)
+    assert status == 200 and svc["metadata"]["labels"] == {"c": "3"}
+    status, svc = http("PATCH", f"{base}/smp", {"metadata": {"labels": {"d": "4", "$retainKeys": ["d"]}}}, smp)
+    assert status == 200 and svc["metadata"]["labels"] == {"d": "4"}
+    status, svc = http("PATCH", f"{base}/smp", {"metadata": {"labels": {"$patch": "delete"}}}, smp)
+    assert status == 200 and "labels" not in svc["metadata"]
+    status, svc = http("PATCH", f"{base}/smp", {"spec": {"ports": [{"name": "only", "port": 1}]}}, smp)
+    assert status == 200 and svc["spec"]["ports"] == [{"name": "only", "port": 1}]  # a list without directives replaces
+
+
 def test_server_side_apply_creates_then_merges(http):
     doc = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: '1'\n"
     status, body = http("PATCH", f"{CM}/applied?fieldManager=test", raw=doc, content_type="application/apply-patch+yaml")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-
 from loom.config import Settings
 from loom.reconcile import dataset, deployment, evaluation, labeljob, trainingrun
 from loom.reconcile.common import child_name, get_condition

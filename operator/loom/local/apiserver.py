@@ -541,7 +541,10 @@ class LoomKubernetes(KubernetesEmulator):
         elif content_type == "application/merge-patch+json":
             new = patching.merge_patch(copy.deepcopy(existing), body)
         elif content_type == "application/strategic-merge-patch+json":
-            new = patching.merge_patch(copy.deepcopy(existing), patching.strip_directives(body))
+            try:
+                new = patching.strategic_merge_patch(existing, body)
+            except patching.PatchInvalid as exc:
+                raise ApiError(422, "Invalid", str(exc)) from None
         else:
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
         if not isinstance(new, dict):

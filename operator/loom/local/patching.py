@@ -1,8 +1,19 @@
-"""PATCH bodies: JSON merge patch (RFC 7386) and JSON patch (RFC 6902)."""
+"""PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and strategic merge patch.
+
+Strategic merge patch is served as far as it can be without the Go types' patch
+strategies: maps merge, lists are replaced, and the map directives ``$patch``
+(``merge``, ``replace``, ``delete``) and ``$retainKeys`` are honoured. The list
+directives (``$patch`` in a list item, ``$setElementOrder/``, ``$deleteFromPrimitiveList/``)
+need the merge keys of the field; they are refused (``PatchInvalid``) rather
+than answered with a silently wrong object.
+"""
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+import jsonpatch
+import jsonpointer
 
 
 class PatchTestFailed(Exception):
@@ -10,17 +21,18 @@ class PatchTestFailed(Exception):
 
 
 class PatchInvalid(Exception):
-    """A malformed patch or an operation on a path that does not exist."""
+    """A malformed patch, an operation on a path that does not exist, or an unsupported directive."""
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: dicts merge recursively, null deletes, anything else replaces."""
+    """RFC 7386: dicts merge recursively, null deletes, anything else replaces.
+
+    Keys starting with ``$`` are ordinary keys here (directives exist in strategic merge only).
+    """
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     result = copy.deepcopy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
-        if isinstance(key, str) and key.startswith("$"):
-            continue  # strategic-merge directives ($patch, $setElementOrder/...): not supported, ignored
         if value is None:
             result.pop(key, None)
         else:
@@ -28,105 +40,72 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def strip_directives(patch: Any) -> Any:
-    """Drop strategic-merge-patch directive keys so the patch reads as a merge patch."""
-    if isinstance(patch, dict):
-        return {k: strip_directives(v) for k, v in patch.items()
-                if not (isinstance(k, str) and (k.startswith("$setElementOrder/") or k in ("$retainKeys", "$deleteFromPrimitiveList")))}
+def _unsupported(directive: str) -> PatchInvalid:
+    return PatchInvalid(f"strategic merge patch directive {directive} is not supported")
+
+
+def _refuse_directives(value: Any) -> None:
+    """Inside a list (which replaces what was there) no directive may appear."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if isinstance(key, str) and key.startswith("$"):
+                raise _unsupported(f"{key} in a list item" if key == "$patch" else key)
+            _refuse_directives(sub)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_directives(item)
+
+
+_DELETE = object()  # what a map patched with {"$patch": "delete"} becomes
+
+
+def _strategic(target: Any, patch: Any) -> Any:
     if isinstance(patch, list):
-        return [strip_directives(v) for v in patch if not (isinstance(v, dict) and v.get("$patch") == "delete")]
-    return patch
-
-
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise PatchInvalid(f"invalid JSON pointer: {path!r}")
-    return [part.replace("~1", "/").replace("~0", "~") for part in path[1:].split("/")]
-
-
-def _parent(doc: Any, parts: list[str]) -> tuple[Any, str]:
-    node = doc
-    for part in parts[:-1]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+        _refuse_directives(patch)
+        return copy.deepcopy(patch)
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    directive = patch.get("$patch", "merge")
+    retain = patch.get("$retainKeys")
+    for key in patch:
+        if isinstance(key, str) and key.startswith("$") and key not in ("$patch", "$retainKeys"):
+            raise _unsupported(key)
+    if directive == "delete":
+        return _DELETE
+    if directive not in ("merge", "replace"):
+        raise PatchInvalid(f"unknown patch type: {directive!r} in $patch")
+    if retain is not None and not (isinstance(retain, list) and all(isinstance(k, str) for k in retain)):
+        raise PatchInvalid("$retainKeys must be a list of strings")
+    result = copy.deepcopy(target) if isinstance(target, dict) and directive == "merge" else {}
+    if retain is not None:
+        result = {k: v for k, v in result.items() if k in retain}
+    for key, value in patch.items():
+        if key in ("$patch", "$retainKeys"):
+            continue
+        merged = None if value is None else _strategic(result.get(key), value)
+        if merged is None or merged is _DELETE:
+            result.pop(key, None)
         else:
-            raise PatchInvalid(f"path not found: /{'/'.join(parts)}")
-    return node, parts[-1]
+            result[key] = merged
+    return result
 
 
-def _get(doc: Any, parts: list[str]) -> Any:
-    if not parts:
-        return doc
-    parent, last = _parent(doc, parts)
-    if isinstance(parent, dict) and last in parent:
-        return parent[last]
-    if isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
-        return parent[int(last)]
-    raise PatchInvalid(f"path not found: /{'/'.join(parts)}")
-
-
-def _remove(doc: Any, parts: list[str]) -> Any:
-    parent, last = _parent(doc, parts)
-    if isinstance(parent, dict) and last in parent:
-        return parent.pop(last)
-    if isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
-        return parent.pop(int(last))
-    raise PatchInvalid(f"path not found: /{'/'.join(parts)}")
-
-
-def _add(doc: Any, parts: list[str], value: Any) -> Any:
-    if not parts:
-        return value
-    parent, last = _parent(doc, parts)
-    if isinstance(parent, dict):
-        parent[last] = value
-    elif isinstance(parent, list):
-        if last == "-":
-            parent.append(value)
-        elif last.isdigit() and int(last) <= len(parent):
-            parent.insert(int(last), value)
-        else:
-            raise PatchInvalid(f"index out of range: /{'/'.join(parts)}")
-    else:
-        raise PatchInvalid(f"path not found: /{'/'.join(parts)}")
-    return doc
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """A strategic merge patch of ``target`` (a copy); raises PatchInvalid for what it cannot do right."""
+    result = _strategic(target, patch)
+    if result is _DELETE:
+        raise _unsupported("$patch: delete of the whole object")
+    return result
 
 
 def json_patch(doc: Any, operations: Any) -> Any:
     """RFC 6902 on a copy of ``doc``; raises PatchTestFailed / PatchInvalid."""
     if not isinstance(operations, list):
         raise PatchInvalid("a JSON patch must be a list of operations")
-    doc = copy.deepcopy(doc)
-    for op in operations:
-        if not isinstance(op, dict) or "op" not in op or "path" not in op:
-            raise PatchInvalid(f"invalid operation: {op!r}")
-        kind, parts = op["op"], _pointer(op["path"])
-        if kind == "test":
-            try:
-                actual = _get(doc, parts)
-            except PatchInvalid:
-                raise PatchTestFailed(f"testing value {op['path']} failed: path not found") from None
-            if actual != op.get("value"):
-                raise PatchTestFailed(f"testing value {op['path']} failed: test failed")
-        elif kind == "add":
-            doc = _add(doc, parts, copy.deepcopy(op.get("value")))
-        elif kind == "remove":
-            _remove(doc, parts)
-        elif kind == "replace":
-            _get(doc, parts)  # must exist
-            if not parts:
-                doc = copy.deepcopy(op.get("value"))
-            else:
-                _remove(doc, parts)
-                doc = _add(doc, parts, copy.deepcopy(op.get("value")))
-        elif kind in ("move", "copy"):
-            source = _pointer(op.get("from", ""))
-            value = _remove(doc, source) if kind == "move" else copy.deepcopy(_get(doc, source))
-            doc = _add(doc, parts, value)
-        else:
-            raise PatchInvalid(f"unknown operation: {kind!r}")
-    return doc
+    try:
+        return jsonpatch.apply_patch(doc, operations)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise PatchTestFailed(f"testing value failed: {exc}") from None
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        # JsonPatchConflict (a path that does not exist, a list index out of range), InvalidJsonPatch.
+        raise PatchInvalid(str(exc)) from None
