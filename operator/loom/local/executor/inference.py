@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ..s3 import free_port
 from .controller import RunController
 from .kube import INFERENCESERVICES, SECRETS, SERVICEACCOUNTS, Kube, Obj, now, set_condition, \
     status_diff
 from .pods import ConfigError, SpecError, base_env, kill_process_group, resolve_env, spawn, tail
 from .proxy import ProxyHub, TrafficProxy
-from .pytorchjobs import free_port
 
 log = logging.getLogger("loom.local.executor")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .controller import RunController
-from .kube import JOBS, PODS, Kube, Obj, get_condition, now, set_condition, status_diff
+from .kube import JOBS, PODS, Kube, Obj, finished_as, now, set_condition, status_diff
 from .pods import LocalPod, SpecError, as_int, owner_ref
 
 log = logging.getLogger("loom.local.executor")
@@ -18,14 +18,6 @@ _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's generateName alpha
 
 def random_suffix(n: int = 5) -> str:
     return "".join(random.choice(_ALPHABET) for _ in range(n))
-
-
-def _done(status: Obj | None) -> str | None:
-    for t in ("Complete", "Failed"):
-        c = get_condition((status or {}).get("conditions"), t)
-        if c and c.get("status") == "True":
-            return t
-    return None
 
 
 class JobRun:
@@ -39,7 +31,7 @@ class JobRun:
         self.uid = meta.get("uid") or ""
         self.owner = owner_ref({**job, "apiVersion": "batch/v1", "kind": "Job"})
         status = job.get("status") or {}
-        self.finished: str | None = _done(status)  # "Complete" | "Failed" | None
+        self.finished: str | None = finished_as(status, "Complete", "Failed")  # "Complete" | "Failed" | None
         self.conditions: list[Obj] = list(status.get("conditions") or []) if self.finished else []
         self.pods: list[LocalPod] = []
         self.counted: set[int] = set()  # pods already in succeeded/failed

@@ -16,6 +16,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
+from loom.reconcile.common import get_condition, now_iso
+
 Obj = dict[str, Any]
 
 
@@ -57,7 +59,7 @@ INFERENCESERVICES = Resource("serving.kserve.io", "v1beta1", "inferenceservices"
 
 def now() -> str:
     """RFC 3339 UTC timestamp, second precision, as the API server writes them."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now_iso(_dt.datetime.now(_dt.timezone.utc))
 
 
 def parse_time(value: str | None) -> float | None:
@@ -211,8 +213,11 @@ def set_condition(conditions: list[Obj], type_: str, status: str, reason: str | 
     return out
 
 
-def get_condition(conditions: list[Obj] | None, type_: str) -> Obj | None:
-    for c in conditions or []:
-        if c.get("type") == type_:
-            return c
+def finished_as(status: Obj | None, *types: str) -> str | None:
+    """The first of the terminal condition ``types`` that is True in ``status``
+    (a Job: Complete, Failed; a PyTorchJob: Succeeded, Failed), else None."""
+    for t in types:
+        c = get_condition((status or {}).get("conditions"), t)
+        if c and c.get("status") == "True":
+            return t
     return None

@@ -8,13 +8,15 @@ them all. Status: conditions Created/Running/Restarting/Succeeded/Failed/Suspend
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
+from loom.reconcile.common import get_condition
+
+from ..s3 import free_port
 from .controller import RunController
-from .kube import PYTORCHJOBS, Kube, Obj, get_condition, now, status_diff
+from .kube import PYTORCHJOBS, Kube, Obj, finished_as, now, status_diff
 from .pods import LocalPod, SpecError, as_int, owner_ref
 
 log = logging.getLogger("loom.local.executor")
@@ -22,12 +24,6 @@ log = logging.getLogger("loom.local.executor")
 KIND = "PyTorchJob"
 LABEL_JOB = "training.kubeflow.org/job-name"
 SUCCESS_GRACE_S = 5.0  # workers still running after the master succeeded get this long to exit
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def update_condition(conditions: list[Obj], type_: str, status: str, reason: str, message: str) -> list[Obj]:
@@ -55,14 +51,6 @@ def update_condition(conditions: list[Obj], type_: str, status: str, reason: str
     out.append({"type": type_, "status": status, "reason": reason, "message": message,
                 "lastUpdateTime": ts, "lastTransitionTime": transition})
     return out
-
-
-def _terminal(status: Obj | None) -> str | None:
-    for t in ("Succeeded", "Failed"):
-        c = get_condition((status or {}).get("conditions"), t)
-        if c and c.get("status") == "True":
-            return t
-    return None
 
 
 class ReplicaSpec:
@@ -125,7 +113,7 @@ class PyTorchJobRun:
         self.uid = meta.get("uid") or ""
         self.owner = owner_ref({**obj, "apiVersion": "kubeflow.org/v1", "kind": KIND})
         status = obj.get("status") or {}
-        self.finished = _terminal(status)
+        self.finished = finished_as(status, "Succeeded", "Failed")
         self.conditions: list[Obj] = list(status.get("conditions") or []) if self.finished else []
         self.replica_statuses: Obj = dict(status.get("replicaStatuses") or {}) if self.finished else {}
         self.start_time: str | None = status.get("startTime") if self.finished else None
