@@ -8,32 +8,61 @@ is no substitute for `helm template` / `helm lint` where helm is available.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 import yaml
 
 from loom.api import KINDS, RBAC_NEEDS, missing_verbs
 from loom.api import crdgen
+from loom.backends import storage
 from loom.backends.inferenceservice import RUNTIME
+from loom.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "loom"
 PLACEHOLDER = "TEMPLATED"
 
 
-def strip_template(text: str) -> str:
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+#: ``{{ if .Values.a.b }}A{{ else }}B{{ end }}`` inside a line: decided from the values.
+INLINE_IF = re.compile(
+    r"\{\{-?\s*if\s+\$?\.Values\.([\w.]+)\s*-?\}\}(.*?)"
+    r"(?:\{\{-?\s*else\s*-?\}\}(.*?))?\{\{-?\s*end\s*-?\}\}"
+)
+
+
+def _value(values: dict, path: str):
+    node = values
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def strip_template(text: str, values: dict | None = None) -> str:
+    values = VALUES if values is None else values
     text = text.replace('{{ "{{.Name}}" }}', "{{.Name}}".replace("{", "<").replace("}", ">"))
     out = []
     for line in text.splitlines():
         if re.fullmatch(r"\s*(\{\{.*?\}\}\s*)+", line):
             continue
+        line = INLINE_IF.sub(
+            lambda m: m.group(2) if _value(values, m.group(1)) else (m.group(3) or ""), line
+        )
+        assert not re.search(r"\{\{-?\s*(if|else|end|range|with)\b", line), (
+            f"inline control action this crude stripper cannot decide: {line.strip()}"
+        )
         out.append(re.sub(r"\{\{.*?\}\}", PLACEHOLDER, line))
     return "\n".join(out) + "\n"
 
 
-def template_docs(name: str) -> list[dict]:
-    text = strip_template((CHART / "templates" / name).read_text())
+def template_docs(name: str, values: dict | None = None) -> list[dict]:
+    text = strip_template((CHART / "templates" / name).read_text(), values)
     return [d for d in yaml.safe_load_all(text) if d]
 
 
@@ -46,11 +75,17 @@ def test_chart_metadata() -> None:
 
 
 def test_values() -> None:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    """The chart's defaults are the operator's own (loom.config.Settings, Storage)."""
+    values = VALUES
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    defaults = Settings()
     assert values["operator"]["image"]["repository"]
     assert values["workload"]["image"]["repository"]
-    assert values["s3"]["bucket"] == "loom"
-    assert values["s3"]["tenantSecretName"] == "loom-s3"
+    assert f"{values['workload']['image']['repository']}:{chart['appVersion']}" == defaults.workload_image
+    assert values["s3"]["bucket"] == defaults.bucket == storage.DEFAULT_BUCKET
+    assert values["s3"]["region"] == storage.DEFAULT_REGION
+    assert values["s3"]["tenantSecretName"] == defaults.s3_secret
+    assert values["operator"]["reconcileInterval"] == defaults.reconcile_interval
     assert "name" not in values["servingRuntime"]  # fixed: the operator names it (RUNTIME)
     assert values["minio"]["enabled"] is False
 
@@ -64,9 +99,21 @@ def test_chart_crds_equal_crds_dir() -> None:
 
 
 def test_every_template_parses_after_stripping() -> None:
+    kinds = {}
     for path in sorted((CHART / "templates").glob("*.yaml")):
-        for doc in template_docs(path.name):
+        docs = template_docs(path.name)
+        for doc in docs:
             assert "apiVersion" in doc and "kind" in doc, path.name
+            assert PLACEHOLDER not in doc["kind"], (path.name, doc["kind"])
+        kinds[path.name] = [d["kind"] for d in docs]
+    assert kinds == {
+        "deployment.yaml": ["Deployment"],
+        "minio.yaml": ["Secret", "PersistentVolumeClaim", "Deployment", "Service"],
+        "rbac.yaml": ["ClusterRole", "ClusterRoleBinding"],
+        "secret.yaml": ["Secret"],
+        "serviceaccount.yaml": ["ServiceAccount"],
+        "servingruntime.yaml": ["ServingRuntime"],
+    }
 
 
 def cluster_role_rules() -> list[dict]:
@@ -103,14 +150,75 @@ def test_rbac_grants_nothing_beyond_the_needs() -> None:
     assert not resources & {"secrets", "serviceaccounts", "namespaces"}
 
 
-def test_operator_deployment() -> None:
+class RecordingEnv(Mapping):
+    """An environment that records every variable read from it."""
+
+    def __init__(self, values: dict[str, str]):
+        self.values = values
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return self.values[key]
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return self.values.get(key, default)
+
+    def __contains__(self, key) -> bool:
+        self.read.add(key)
+        return key in self.values
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def operator_env_reads(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The variables the operator's settings and storage read from its environment."""
+    env = RecordingEnv({"LOOM_S3_ENDPOINT": "http://s3.invalid:9000"})
+    with monkeypatch.context() as m:  # Settings.from_env reads os.environ
+        m.setattr(os, "environ", env)
+        Settings.from_env()
+    storage.Storage.from_env(env)  # (the S3 client's own reads are not the chart's concern)
+    return env.read
+
+
+def operator_module_env_reads() -> set[str]:
+    """Variables loom.operator reads itself (os.environ.get("NAME", ...) / os.environ["NAME"])."""
+    source = Path(importlib.util.find_spec("loom.operator").origin).read_text()
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        target = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            target, args = node.func.value, node.args
+        elif isinstance(node, ast.Subscript):
+            target, args = node.value, [node.slice]
+        if target is not None and ast.unparse(target) == "os.environ" and args:
+            if isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
+                names.add(args[0].value)
+    return names
+
+
+def test_operator_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
     [deployment] = template_docs("deployment.yaml")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["command"] == ["python", "-m", "loom.operator"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    for name in ("LOOM_S3_ENDPOINT", "LOOM_S3_BUCKET", "LOOM_WORKLOAD_IMAGE", "LOOM_S3_SECRET"):
-        assert name in env
+    reads = operator_env_reads(monkeypatch)
+    credentials = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert credentials <= reads  # from the Secret, by envFrom; never in env
+    assert {"LOOM_S3_ENDPOINT", "LOOM_S3_BUCKET", "LOOM_S3_SECRET", "LOOM_WORKLOAD_IMAGE"} <= reads
+    # Everything the operator's settings and storage read is set, except the keys...
+    assert reads - credentials <= set(env), sorted(reads - credentials - set(env))
+    # ...and everything set is read by someone.
+    read_anywhere = reads | operator_module_env_reads()
+    assert set(env) <= read_anywhere, sorted(set(env) - read_anywhere)
+    assert not credentials & set(env)
     assert env["LOOM_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
     assert "secretRef" in container["envFrom"][0]
     probe = container["livenessProbe"]["httpGet"]
@@ -123,6 +231,10 @@ def test_operator_deployment() -> None:
 def test_serving_runtime() -> None:
     [runtime] = template_docs("servingruntime.yaml")
     assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
+    assert runtime["kind"] == "ServingRuntime"
+    cluster_scoped = {**VALUES, "servingRuntime": {**VALUES["servingRuntime"], "clusterScoped": True}}
+    [cluster_runtime] = template_docs("servingruntime.yaml", cluster_scoped)
+    assert cluster_runtime["kind"] == "ClusterServingRuntime"
     assert runtime["metadata"]["name"] == RUNTIME  # what every InferenceService names
     spec = runtime["spec"]
     assert spec["protocolVersions"] == ["v1", "v2"]
