@@ -87,6 +87,7 @@ def test_values() -> None:
     assert values["s3"]["tenantSecretName"] == defaults.s3_secret
     assert values["operator"]["reconcileInterval"] == defaults.reconcile_interval
     assert "name" not in values["servingRuntime"]  # fixed: the operator names it (RUNTIME)
+    assert "replicas" not in values["operator"]  # fixed at 1: kopf runs standalone
     assert values["minio"]["enabled"] is False
 
 
@@ -204,6 +205,7 @@ def operator_module_env_reads() -> set[str]:
 
 def test_operator_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
     [deployment] = template_docs("deployment.yaml")
+    assert deployment["spec"]["replicas"] == 1  # kopf runs standalone: never two
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]

@@ -232,6 +232,20 @@ def test_status_schema_has_no_defaults(kind: str) -> None:
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_status_timestamps_are_date_times(kind: str) -> None:
+    status = schema_of(crds()[kind])["properties"]["status"]
+    stamps = [
+        (path, node)
+        for path, node in walk(status, ".status")
+        if path.rsplit(".", 1)[-1].endswith(("Time", "Since", "Timestamp"))
+    ]
+    for path, node in stamps:
+        assert node.get("type") == "string" and node.get("format") == "date-time", f"{kind}{path}"
+    if kind == "Deployment":
+        assert {p for p, _ in stamps} >= {".status.canaryStartTime", ".status.canaryReadySince"}
+
+
 def test_no_model_field_lacks_a_description() -> None:
     seen: set[type] = set()
 

@@ -80,10 +80,14 @@ class DeploymentStatus(BaseStatus):
     )
     url: str | None = Field(default=None, description="URL of the InferenceService.")
     canary_start_time: str | None = Field(
-        default=None, description="When the current rollout (first or canary) started (RFC 3339)."
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When the current rollout (first or canary) started (RFC 3339).",
     )
     canary_ready_since: str | None = Field(
-        default=None, description="Since when the canary has been Ready; it is promoted after canary.analysisSeconds."
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="Since when the canary has been Ready (RFC 3339); it is promoted after canary.analysisSeconds.",
     )
     model: ArtifactRef | None = Field(
         default=None, description="The model serving most traffic."
