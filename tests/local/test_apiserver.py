@@ -95,6 +95,32 @@ def test_errors_are_status_objects(http):
     assert status == 404 and body["reason"] == "NotFound"
 
 
+def test_bad_client_input_is_400_not_500(http):
+    http("POST", CM, {"metadata": {"name": "bad-input"}})
+
+    def bad_request(status: int, body: Any) -> str:
+        assert (status, body["kind"], body["reason"], body["code"]) == (400, "Status", "BadRequest", 400), body
+        return body["message"]
+
+    message = bad_request(*http("GET", f"{CM}?fieldSelector=metadata.name"))
+    assert message == "invalid selector: 'metadata.name'; can't understand 'metadata.name'"
+    bad_request(*http("GET", f"{CM}?watch=true&fieldSelector=metadata.name"))
+    bad_request(*http("DELETE", f"{CM}?fieldSelector=nonsense"))
+    message = bad_request(*http("GET", f"{CM}?watch=true&timeoutSeconds=abc"))
+    assert "timeoutSeconds" in message
+    bad_request(*http("GET", f"{CM}?watch=true&timeoutSeconds=-1"))
+    doc = b"apiVersion: v1\nkind: ConfigMap\nmetadata: null\n"
+    bad_request(*http("PATCH", f"{CM}/applied-null?fieldManager=test", raw=doc,
+                      content_type="application/apply-patch+yaml"))  # would be created
+    bad_request(*http("PATCH", f"{CM}/bad-input?fieldManager=test", raw=doc,
+                      content_type="application/apply-patch+yaml"))  # exists
+    bad_request(*http("DELETE", f"{CM}/bad-input", ["not", "an", "object"]))
+    bad_request(*http("DELETE", f"{CM}/bad-input", "propagationPolicy"))
+    bad_request(*http("DELETE", f"{CM}/bad-input", {"preconditions": "uid"}))
+    assert http("GET", f"{CM}/bad-input")[0] == 200 and http("GET", f"{CM}/applied-null")[0] == 404
+    assert http("DELETE", f"{CM}/bad-input", {"preconditions": {}})[0] == 200
+
+
 # --- writes: conflicts, patches, generation, status -------------------------------------------
 
 def test_duplicate_create_and_stale_update_conflict(k8s):

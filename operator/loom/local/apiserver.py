@@ -206,7 +206,11 @@ class LoomKubernetes(KubernetesEmulator):
             obj, created = self._patch(rtype, version, namespace, name, sub, request, params)
             return self._json(self._present(rtype, version, obj), status=201 if created else 200)
         if method == "DELETE" and name is not None:
-            options = self._body(request, optional=True) or {}
+            options = self._body(request, optional=True)
+            if options is None:
+                options = {}
+            if not isinstance(options, dict) or not isinstance(options.get("preconditions") or {}, dict):
+                raise ApiError(400, "BadRequest", "the body of a DELETE must be DeleteOptions (an object)")
             return self._json(self._present(rtype, version, self._delete(rtype, namespace, name, options, params)))
         if method == "DELETE":
             return self._delete_collection(rtype, version, namespace, params)
@@ -379,6 +383,15 @@ class LoomKubernetes(KubernetesEmulator):
     async def _watch(self, request: rendering.Request, rtype: ResourceType, version: str, namespace: str | None,
                      name: str | None, params: dict[str, str]) -> aiohttp.web.StreamResponse:
         check = self._selected(params)
+        loop = asyncio.get_running_loop()
+        try:
+            timeout = int(params.get("timeoutSeconds") or 0)
+            if timeout < 0:
+                raise ValueError
+        except ValueError:
+            raise ApiError(400, "BadRequest", f'invalid timeoutSeconds: "{params["timeoutSeconds"]}": '
+                                              f"must be a whole number of seconds") from None
+        deadline = loop.time() + timeout if timeout else None
         since = params.get("resourceVersion") or "0"
         # Take the starting events and subscribe with no await in between: no event can slip through.
         if since == "0":
@@ -394,9 +407,6 @@ class LoomKubernetes(KubernetesEmulator):
                 initial = [(event.type, event.obj) for event in history]
         watcher = self.store.subscribe(rtype.key)
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
-        loop = asyncio.get_running_loop()
-        timeout = params.get("timeoutSeconds")
-        deadline = loop.time() + float(timeout) if timeout else None
         try:
             assert request._raw_request is not None
             await response.prepare(request._raw_request)
@@ -525,6 +535,8 @@ class LoomKubernetes(KubernetesEmulator):
             # Server-side apply, simplified: a merge patch of the applied body; creates if missing.
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "the applied configuration must be an object")
+            if not isinstance(body.get("metadata", {}), dict):
+                raise ApiError(400, "BadRequest", "the applied configuration's metadata must be an object")
             if existing is None:
                 body.setdefault("metadata", {})["name"] = name
                 return self._create_object(rtype, version, namespace, body, params), True

@@ -262,9 +262,11 @@ def parse_field_selector(selector: str) -> list[tuple[str, str, str]]:
         if "!=" in part:
             path, value = part.split("!=", 1)
             requirements.append((path.strip(), "!=", value.strip()))
-        else:
+        elif "=" in part:
             path, value = part.replace("==", "=").split("=", 1)
             requirements.append((path.strip(), "=", value.strip()))
+        else:
+            raise ApiError(400, "BadRequest", f"invalid selector: '{selector}'; can't understand '{part}'")
     return requirements
 
 
