@@ -59,19 +59,14 @@ class ReplicaSpec:
             raise SpecError(f"pytorchReplicaSpecs.{rtype} must be an object")
         self.rtype = rtype
         self.replicas = as_int(raw.get("replicas"), 1, f"pytorchReplicaSpecs.{rtype}.replicas")
-        self.restart_policy = raw.get("restartPolicy") or "OnFailure"
-        if self.restart_policy not in ("Always", "OnFailure", "Never", "ExitCode"):
-            raise SpecError(f"pytorchReplicaSpecs.{rtype}.restartPolicy: unknown {self.restart_policy!r}")
+        policy = raw.get("restartPolicy") or "OnFailure"
+        if policy not in ("OnFailure", "Never"):
+            raise SpecError(f"pytorchReplicaSpecs.{rtype}.restartPolicy: {policy!r} is not supported by the "
+                            "local executor (OnFailure, Never)")
+        self.retryable = policy == "OnFailure"  # a failed replica restarts the gang
         self.template = raw.get("template")
         if not isinstance(self.template, dict) or not (self.template.get("spec") or {}).get("containers"):
             raise SpecError(f"pytorchReplicaSpecs.{rtype}.template.spec.containers is required")
-
-    def retryable(self, exit_code: int | None) -> bool:
-        if self.restart_policy in ("OnFailure", "Always"):
-            return True
-        if self.restart_policy == "ExitCode":  # the training operator: 128+ (signals) are retryable
-            return exit_code is not None and exit_code >= 128
-        return False
 
 
 def parse(obj: Obj) -> tuple[dict[str, ReplicaSpec], Obj, int]:
@@ -92,15 +87,7 @@ def parse(obj: Obj) -> tuple[dict[str, ReplicaSpec], Obj, int]:
     run_policy = spec.get("runPolicy") or {}
     if not isinstance(run_policy, dict):
         raise SpecError("spec.runPolicy must be an object")
-    nproc_raw = spec.get("nprocPerNode")
-    if nproc_raw is None:
-        nproc_raw = (spec.get("elasticPolicy") or {}).get("nProcPerNode")
-    try:
-        nproc = int(nproc_raw) if nproc_raw not in (None, "auto", "cpu", "gpu") else 1
-    except (TypeError, ValueError):
-        raise SpecError(f"spec.nprocPerNode: {nproc_raw!r} is not an integer, auto, cpu or gpu") from None
-    if nproc < 1:
-        raise SpecError("spec.nprocPerNode must be >= 1")
+    nproc = as_int(spec.get("nprocPerNode"), 1, "spec.nprocPerNode", 1)  # the API types it a string
     return replicas, run_policy, nproc
 
 
@@ -239,14 +226,14 @@ class PyTorchJobRun:
         for p in self.pods.values():
             p.tick()
 
-        failed = [(k, p) for k, p in self.pods.items() if p.phase == "Failed"]
+        failed = [k for k, p in self.pods.items() if p.phase == "Failed"]
         master = self.pods.get(("Master", 0))
         if deadline is not None and self.start_mono is not None and time.monotonic() - self.start_mono >= deadline:
             self.fail(f"{KIND} {name} has failed because it was active longer than specified deadline")
         elif failed:
-            (rtype, _), pod = failed[0]
-            n = sum(1 for (rt, _), _p in failed if rt == rtype)
-            if replicas[rtype].retryable(pod.exit_code) and self.restarts < backoff:
+            rtype = failed[0][0]
+            n = sum(1 for rt, _ in failed if rt == rtype)
+            if replicas[rtype].retryable and self.restarts < backoff:
                 self.restarts += 1
                 self.kill_all("Killed", "restarting the gang")
                 self._cond("Restarting", "True", f"{KIND}Restarting",
@@ -255,7 +242,7 @@ class PyTorchJobRun:
                                     f"{KIND} {name} is restarting because {n} {rtype} replica(s) failed.",
                                     "Warning", component="pytorchjob-controller")
                 self.start_gang(replicas, nproc)
-            elif replicas[rtype].retryable(pod.exit_code):
+            elif replicas[rtype].retryable:
                 self.fail(f"{KIND} {name} has failed because it has reached the specified backoff limit")
             else:
                 self.fail(f"{KIND} {name} is failed because {n} {rtype} replica(s) failed.")
