@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loom.api import KINDS, RBAC_NEEDS, missing_verbs
-from loom.api import crdgen
+from loom.api import RBAC_NEEDS, missing_verbs
 from loom.backends import storage
 from loom.backends.inferenceservice import RUNTIME
 from loom.config import Settings
@@ -89,14 +88,6 @@ def test_values() -> None:
     assert "name" not in values["servingRuntime"]  # fixed: the operator names it (RUNTIME)
     assert "replicas" not in values["operator"]  # fixed at 1: kopf runs standalone
     assert values["minio"]["enabled"] is False
-
-
-def test_chart_crds_equal_crds_dir() -> None:
-    expected = {crdgen.filename(info) for info in KINDS.values()}
-    chart = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
-    top = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
-    assert set(chart) == set(top) == expected
-    assert chart == top
 
 
 def test_every_template_parses_after_stripping() -> None:
