@@ -84,6 +84,8 @@ def test_list_kinds_and_discovery_shapes(http, widgets):
     assert isvc["inferenceservices"]["shortNames"] == ["isvc"] and "inferenceservices/status" in isvc
     _, version = http("GET", "/version")
     assert version["major"] == "1"
+    _, openapi_doc = http("GET", "/openapi/v3/api/v1")
+    assert version["gitVersion"] == openapi_doc["info"]["version"] == f"v1.{version['minor']}.0"  # one version
 
 
 def test_errors_are_status_objects(http):

@@ -266,7 +266,7 @@ def _cel_errors(schema: Obj, value: Any, old: Any, path: list[Any], has_old: boo
                 pass
         reason = rule.get("reason") or "FieldValueInvalid"
         if reason in _REASONS:
-            detail = f"{_REASONS[reason]}: {message}" if reason != "FieldValueDuplicate" else f"Duplicate value: {message}"
+            detail = f"{_REASONS[reason]}: {message}"
         else:
             detail = f"Invalid value: \"{schema.get('type', 'object')}\": {message}"
         errors.append(FieldError(where, reason, detail))

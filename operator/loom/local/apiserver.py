@@ -20,11 +20,12 @@ import json
 import logging
 import random
 import re
+import itertools
 import threading
 import traceback
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import aiohttp.web
 import attrs
@@ -122,6 +123,7 @@ class LoomKubernetes(KubernetesEmulator):
     """The request handler: every request is answered by ``_route`` over our own ``Store``."""
 
     store: Store = attrs.field(factory=Store, init=False)
+    _request_ids: Iterator[int] = attrs.field(factory=itertools.count, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -137,17 +139,15 @@ class LoomKubernetes(KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         # kmock's own parsing (Request._parse) fails on /api/v1/namespaces and decodes bodies by
         # guessing; we build its Request from the raw HTTP and parse k8s paths ourselves (_route).
+        # kmock's own request log (``_requests``) is not kept: we run for hours.
         body = await raw_request.read()
         request = rendering.Request(
-            id=len(self._requests), raw_request=raw_request, url=raw_request.url, method=raw_request.method,
+            id=next(self._request_ids), raw_request=raw_request, url=raw_request.url, method=raw_request.method,
             params=dict(raw_request.query), headers=dict(raw_request.headers), body=body,
         )
-        self._requests.append(request)
         return await self._handle(request)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        if len(self._requests) > 1000:  # kmock keeps every request for assertions; we run for hours
-            del self._requests[:-100]
         try:
             return await self._route(request)
         except ApiError as exc:
@@ -164,7 +164,7 @@ class LoomKubernetes(KubernetesEmulator):
         if path in ("/healthz", "/readyz", "/livez"):
             return aiohttp.web.Response(text="ok")
         if method == "GET" and path == "/version":
-            return self._json(await self._serve_server_version(request))
+            return self._json(dict(openapi.SERVER_VERSION))
         if method == "GET" and path == "/api":
             return self._json({"kind": "APIVersions", "apiVersion": "v1", "versions": ["v1"],
                                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": request.url.host}]})
@@ -752,7 +752,6 @@ class LoomKubernetes(KubernetesEmulator):
             schemas={v["name"]: (v.get("schema") or {}).get("openAPIV3Schema") for v in served
                      if (v.get("schema") or {}).get("openAPIV3Schema")},
             printer_columns={v["name"]: v.get("additionalPrinterColumns") or [] for v in served},
-            crd_name=crd["metadata"]["name"],
         )
         if rtype.versions:
             self.store.register(rtype)
@@ -799,13 +798,6 @@ class AsyncApiServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    async def __aenter__(self) -> "AsyncApiServer":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 def write_kubeconfig(url: str, path: str | Path) -> None:
@@ -878,12 +870,6 @@ class EmbeddedApiServer:
     @property
     def url(self) -> str:
         return self._server.url
-
-    @property
-    def handler(self) -> LoomKubernetes:
-        """The request handler and its store (for white-box checks; use it on the server's loop only)."""
-        assert self._server.handler is not None, "the API server is not started"
-        return self._server.handler
 
     def write_kubeconfig(self, path: str | Path) -> None:
         """A kubeconfig with cluster, user and context "loom-local": plain HTTP, a dummy token."""

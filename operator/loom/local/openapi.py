@@ -15,6 +15,19 @@ from loom.local.store import ResourceType
 
 Obj = dict[str, Any]
 
+# The one Kubernetes version the server claims: in /version and in the OpenAPI documents.
+SERVER_VERSION: dict[str, str] = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2024-12-11T00:00:00Z",
+    "goVersion": "go1.23.3",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
 
 def gv_path(group: str, version: str) -> str:
     return f"apis/{group}/{version}" if group else f"api/{version}"
@@ -62,7 +75,7 @@ def gv_document(rtypes: list[ResourceType], group: str, version: str) -> Obj:
         }
     return {
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.32.0"},
+        "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
         "paths": paths,
         "components": {"schemas": schemas},
     }

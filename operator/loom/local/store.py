@@ -41,9 +41,9 @@ class ApiError(Exception):
         return body
 
 
-def not_found(rtype: "ResourceType | None", name: str | None = None, what: str | None = None) -> ApiError:
+def not_found(rtype: "ResourceType | None", name: str | None = None) -> ApiError:
     if rtype is None or name is None:
-        return ApiError(404, "NotFound", what or "the server could not find the requested resource")
+        return ApiError(404, "NotFound", "the server could not find the requested resource")
     return ApiError(404, "NotFound", f'{rtype.group_resource} "{name}" not found',
                     {"name": name, "group": rtype.group, "kind": rtype.plural})
 
@@ -65,7 +65,6 @@ class ResourceType:
     # Per version: the openAPIV3Schema (CRDs only) and additionalPrinterColumns.
     schemas: dict[str, Obj] = dataclasses.field(default_factory=dict)
     printer_columns: dict[str, list[Obj]] = dataclasses.field(default_factory=dict)
-    crd_name: str | None = None  # set when registered by a CustomResourceDefinition
 
     def __post_init__(self) -> None:
         self.list_kind = self.list_kind or f"{self.kind}List"
@@ -195,7 +194,7 @@ class Store:
 
 # --- selectors ------------------------------------------------------------------------------
 
-_SET_RE = re.compile(r"^\s*(!?[\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+_SET_RE = re.compile(r"^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 
 
 def _split_selector(selector: str) -> list[str]:
