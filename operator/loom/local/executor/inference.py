@@ -10,7 +10,6 @@ Knative; the status is written the way KServe writes it.
 """
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -25,11 +24,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from loom.backends.storage import DEFAULT_REGION, Storage, StorageError, make_uri, parse_uri
+
 from ..s3 import free_port
 from .controller import RunController
 from .kube import INFERENCESERVICES, SECRETS, SERVICEACCOUNTS, Kube, Obj, now, set_condition, \
     status_diff
-from .pods import ConfigError, SpecError, base_env, kill_process_group, resolve_env, spawn, tail
+from .pods import ConfigError, SpecError, base_env, kill_process_group, resolve_env, secret_data, spawn, tail
 from .proxy import ProxyHub, TrafficProxy
 
 log = logging.getLogger("loom.local.executor")
@@ -54,99 +55,66 @@ def _duration(value: str | None) -> float | None:
 
 
 # -- storage initializer ------------------------------------------------------
-def s3_settings(kube: Kube, namespace: str, sa_name: str | None, fallback: dict[str, str]) -> dict[str, Any]:
-    """Endpoint and key pair the way KServe's credential builder finds them: the
-    Secrets listed by the predictor's ServiceAccount; else the executor's own env."""
+def s3_settings(kube: Kube, namespace: str, sa_name: str | None, fallback: dict[str, str]) -> dict[str, str]:
+    """Endpoint URL, key pair and region the way KServe's credential builder finds
+    them: the Secrets listed by the predictor's ServiceAccount; else the executor's own env."""
     sa = kube.get(SERVICEACCOUNTS, namespace, sa_name or "default")
     if sa is None and sa_name:
         raise StorageInitError(f'serviceaccount "{sa_name}" not found in namespace "{namespace}"')
+    default_region = fallback.get("LOOM_S3_REGION") or DEFAULT_REGION
     for ref in (sa or {}).get("secrets") or []:
         name = (ref or {}).get("name")
-        if not name:
-            continue
-        secret = kube.get(SECRETS, namespace, name)
+        secret = kube.get(SECRETS, namespace, name) if name else None
         if secret is None:
             continue
-        data = secret.get("data") or {}
+        try:
+            data = secret_data(secret)
+        except ConfigError as e:
+            raise StorageInitError(f'secret "{name}": {e}') from None
         if "AWS_ACCESS_KEY_ID" not in data or "AWS_SECRET_ACCESS_KEY" not in data:
             continue
-        try:
-            access = base64.b64decode(data["AWS_ACCESS_KEY_ID"]).decode()
-            secret_key = base64.b64decode(data["AWS_SECRET_ACCESS_KEY"]).decode()
-        except Exception:
-            raise StorageInitError(f'secret "{name}": AWS keys are not valid base64') from None
         ann = (secret.get("metadata") or {}).get("annotations") or {}
         endpoint = ann.get("serving.kserve.io/s3-endpoint")
-        use_https = ann.get("serving.kserve.io/s3-usehttps")
-        region = ann.get("serving.kserve.io/s3-region") or fallback.get("LOOM_S3_REGION") or "us-east-1"
         if endpoint:
             parsed = urlparse(endpoint if "://" in endpoint else f"//{endpoint}")
-            host = parsed.netloc
-            secure = parsed.scheme == "https" if parsed.scheme else use_https not in ("0", "false", "False")
-            if use_https is not None:
-                secure = use_https not in ("0", "false", "False")
+            use_https = ann.get("serving.kserve.io/s3-usehttps")
+            secure = use_https not in ("0", "false", "False") if use_https is not None else parsed.scheme != "http"
+            endpoint = f"{'https' if secure else 'http'}://{parsed.netloc}"
         else:
-            host, secure = _fallback_endpoint(fallback)
-        return {"host": host, "secure": secure, "access_key": access, "secret_key": secret_key,
-                "region": region, "source": f"secret {name}"}
+            endpoint = _fallback_endpoint(fallback)
+        return {"endpoint": endpoint, "access_key": data["AWS_ACCESS_KEY_ID"],
+                "secret_key": data["AWS_SECRET_ACCESS_KEY"],
+                "region": ann.get("serving.kserve.io/s3-region") or default_region}
     if not fallback.get("LOOM_S3_ENDPOINT") and not fallback.get("AWS_ACCESS_KEY_ID"):
         raise StorageInitError(
             f'no S3 credentials: serviceaccount "{sa_name or "default"}" lists no Secret with AWS_ACCESS_KEY_ID')
-    host, secure = _fallback_endpoint(fallback)
-    return {"host": host, "secure": secure, "access_key": fallback.get("AWS_ACCESS_KEY_ID", ""),
-            "secret_key": fallback.get("AWS_SECRET_ACCESS_KEY", ""),
-            "region": fallback.get("LOOM_S3_REGION") or "us-east-1", "source": "executor env"}
+    return {"endpoint": _fallback_endpoint(fallback), "access_key": fallback.get("AWS_ACCESS_KEY_ID", ""),
+            "secret_key": fallback.get("AWS_SECRET_ACCESS_KEY", ""), "region": default_region}
 
 
-def _fallback_endpoint(env: dict[str, str]) -> tuple[str, bool]:
+def _fallback_endpoint(env: dict[str, str]) -> str:
     url = env.get("LOOM_S3_ENDPOINT") or ""
     if not url:
         raise StorageInitError("no S3 endpoint (serving.kserve.io/s3-endpoint annotation or LOOM_S3_ENDPOINT)")
-    parsed = urlparse(url if "://" in url else f"http://{url}")
-    return parsed.netloc, parsed.scheme == "https"
+    return url
 
 
-def download(uri: str, dest: Path, settings: dict[str, Any]) -> list[Path]:
+def download(uri: str, dest: Path, settings: dict[str, str]) -> list[Path]:
     """Download an object (into ``dest/<basename>``) or every object under a prefix."""
-    from minio import Minio
-    from minio.error import S3Error
-
-    if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise StorageInitError(f"storageUri must be s3://bucket/key, got {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket:
-        raise StorageInitError(f"no bucket in storageUri {uri!r}")
-    mc = Minio(settings["host"], access_key=settings["access_key"], secret_key=settings["secret_key"],
-               secure=settings["secure"], region=settings["region"])
-    dest.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
     try:
-        if key and not key.endswith("/"):
-            try:
-                mc.stat_object(bucket, key)
-                target = dest / key.rsplit("/", 1)[-1]
-                mc.fget_object(bucket, key, str(target))
-                return [target]
-            except S3Error as e:
-                if e.code not in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
-                    raise
+        storage = Storage(settings["endpoint"], settings["access_key"], settings["secret_key"],
+                          region=settings["region"])
+        bucket, key = parse_uri(uri)
+        if key and not key.endswith("/") and storage.exists(uri):
+            return [storage.get_file(uri, dest / key.rsplit("/", 1)[-1])]
         prefix = key.rstrip("/") + "/" if key else ""
-        for obj in mc.list_objects(bucket, prefix=prefix, recursive=True):
-            if obj.is_dir or not obj.object_name:
-                continue
-            rel = obj.object_name[len(prefix):]
-            if not rel or ".." in rel.split("/"):
-                continue
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            mc.fget_object(bucket, obj.object_name, str(target))
-            out.append(target)
-    except S3Error as e:
-        raise StorageInitError(f"failed to download {uri}: {e.code}: {e.message}") from None
-    except StorageInitError:
-        raise
-    except Exception as e:
-        raise StorageInitError(f"failed to download {uri}: {e.__class__.__name__}: {e}") from None
+        for obj in storage.list(make_uri(bucket, prefix)):
+            rel = obj.key[len(prefix):]
+            if rel and ".." not in rel.split("/"):
+                out.append(storage.get_file(obj.uri, dest / rel))
+    except StorageError as e:
+        raise StorageInitError(f"failed to download {uri}: {e}") from None
     if not out:
         raise StorageInitError(f"no objects found at {uri}")
     return out
@@ -295,12 +263,7 @@ def parse_predictor(obj: Obj) -> tuple[Obj, str, int | None]:
         raise SpecError("spec.predictor is required")
     model = predictor.get("model")
     if not isinstance(model, dict):
-        legacy = [k for k in ("onnx", "sklearn", "xgboost", "pytorch", "tensorflow", "triton") if k in predictor]
-        if legacy == ["onnx"] and isinstance(predictor["onnx"], dict):
-            model = {**predictor["onnx"], "modelFormat": {"name": "onnx"}}
-            predictor = {**{k: v for k, v in predictor.items() if k != "onnx"}, "model": model}
-        else:
-            raise SpecError("spec.predictor.model is required (modelFormat, storageUri)")
+        raise SpecError("spec.predictor.model is required (modelFormat, storageUri)")
     fmt = (model.get("modelFormat") or {}).get("name") if isinstance(model.get("modelFormat"), dict) else None
     if not fmt:
         raise SpecError("spec.predictor.model.modelFormat.name is required")
@@ -358,8 +321,7 @@ class IsvcRun:
     def tick(self, obj: Obj) -> None:
         meta = obj.get("metadata") or {}
         ann = meta.get("annotations") or {}
-        self.ready_timeout = _duration(ann.get("serving.knative.dev/progress-deadline")) or \
-            _duration(ann.get("loom.dev/ready-timeout")) or self.ctl.ready_timeout
+        self.ready_timeout = _duration(ann.get("serving.knative.dev/progress-deadline")) or self.ctl.ready_timeout
         try:
             predictor, key, canary = parse_predictor(obj)
         except SpecError as e:

@@ -52,15 +52,18 @@ def _b64(value: str) -> str:
         raise ConfigError(f"secret value is not valid base64 UTF-8: {e}") from None
 
 
+def secret_data(secret: Obj) -> dict[str, str]:
+    """A Secret's decoded string data (ConfigError when a value is not base64 UTF-8)."""
+    data = {k: _b64(v) for k, v in (secret.get("data") or {}).items()}
+    data.update(secret.get("stringData") or {})  # an API server folds it into data; the emulator may not
+    return data
+
+
 def read_source(kube: Kube, namespace: str, kind: str, name: str) -> dict[str, str] | None:
     """The decoded string data of a Secret (``kind="secret"``) or ConfigMap; None if absent."""
     if kind == "secret":
         obj = kube.get(SECRETS, namespace, name)
-        if obj is None:
-            return None
-        data = {k: _b64(v) for k, v in (obj.get("data") or {}).items()}
-        data.update(obj.get("stringData") or {})  # an API server folds it into data; the emulator may not
-        return data
+        return None if obj is None else secret_data(obj)
     obj = kube.get(CONFIGMAPS, namespace, name)
     if obj is None:
         return None
