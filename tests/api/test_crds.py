@@ -17,6 +17,7 @@ import yaml
 from loom.api import KINDS, parse_spec, spec_dict
 from loom.api import crdgen
 from loom.api.common import LoomModel, StatusModel
+from loom.api.dataset import SPLIT_SUM_TOLERANCE, SplitSpec
 
 from .examples import SPECS
 
@@ -38,19 +39,20 @@ CEL_EXAMPLES: dict[str, tuple[str, list[dict], list[dict]]] = {
         [{"uri": "s3://bucket/key.csv"}, {"uri": "s3://bucket/prefix/"}],
         [{"uri": "http://bucket/key.csv"}, {"uri": "/data/x.csv"}, {"uri": "S3://b/k"}],
     ),
-    (
-        "self.train + self.validation + self.test >= 0.999999 && "
-        "self.train + self.validation + self.test <= 1.000001"
-    ): (
+    SplitSpec.cel_rules[0].rule: (
         "SplitSpec",
         [
             {"train": 0.7, "validation": 0.15, "test": 0.15},
             {"train": 0.8, "validation": 0.1, "test": 0.1},
             {"train": 0.6, "validation": 0.2, "test": 0.2},
+            {"train": 0.7 + SPLIT_SUM_TOLERANCE / 2, "validation": 0.15, "test": 0.15},
+            {"train": 0.7 - SPLIT_SUM_TOLERANCE / 2, "validation": 0.15, "test": 0.15},
         ],
         [
             {"train": 0.7, "validation": 0.2, "test": 0.2},
             {"train": 0.5, "validation": 0.1, "test": 0.1},
+            {"train": 0.7 + SPLIT_SUM_TOLERANCE * 2, "validation": 0.15, "test": 0.15},
+            {"train": 0.7 - SPLIT_SUM_TOLERANCE * 2, "validation": 0.15, "test": 0.15},
         ],
     ),
     "has(self.min) || has(self.max)": (
@@ -66,11 +68,6 @@ CEL_EXAMPLES: dict[str, tuple[str, list[dict], list[dict]]] = {
             {"metric": "f1_macro", "min": 0.7, "max": 0.7},
         ],
         [{"metric": "f1_macro", "min": 0.9, "max": 0.5}],
-    ),
-    "self.trafficPercent >= 1 && self.trafficPercent <= 99": (
-        "CanarySpec",
-        [{"trafficPercent": 1}, {"trafficPercent": 20}, {"trafficPercent": 99}],
-        [{"trafficPercent": 0}, {"trafficPercent": 100}],
     ),
 }
 
@@ -351,7 +348,16 @@ def test_there_are_cel_rules_where_the_design_wants_them() -> None:
     assert ("Dataset", ".spec.split") in where
     assert ("LabelJob", ".spec.annotations[]") in where
     assert ("Evaluation", ".spec.thresholds[]") in where
-    assert ("Deployment", ".spec.canary") in where
+    # Plain bounds need no CEL: the schema's minimum/maximum name the field themselves.
+    canary = schema_of(crds()["Deployment"])["properties"]["spec"]["properties"]["canary"]
+    assert "x-kubernetes-validations" not in canary
+    traffic = canary["properties"]["trafficPercent"]
+    assert (traffic["type"], traffic["minimum"], traffic["maximum"]) == ("integer", 1, 99)
+
+
+def test_every_cel_example_belongs_to_a_rule() -> None:
+    """No examples for rules that no CRD has any more."""
+    assert {rule["rule"] for _, _, _, rule in cel_rules()} == set(CEL_EXAMPLES)
 
 
 @pytest.mark.parametrize(

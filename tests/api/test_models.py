@@ -12,8 +12,11 @@ import yaml
 from loom.api import (
     KINDS,
     RBAC_NEEDS,
+    METRICS,
+    AnnotationSource,
     ArtifactRef,
     Condition,
+    DatasetSource,
     DatasetSpec,
     DatasetStatus,
     DeploymentSpec,
@@ -30,6 +33,8 @@ from loom.api import (
     spec_dict,
     status_dict,
 )
+
+from loom.api.common import MAX_URI_LENGTH, S3_URI_RULE, S3Source
 
 from .examples import SPECS
 
@@ -202,6 +207,15 @@ def test_source_uri_must_be_s3() -> None:
     assert "https://example.com/iris.csv" in msg
     msg = bad("LabelJob", edited("LabelJob", annotations=[{"uri": "/tmp/a.csv"}]))
     assert msg.startswith("spec.annotations[0].uri: must start with s3://")
+    # One S3Source declares the bounds, the CEL rule and its mirror for both.
+    too_long = "s3://b/" + "k" * MAX_URI_LENGTH
+    spec["sources"][0]["uri"] = too_long
+    assert bad("Dataset", spec).startswith("spec.sources[0].uri: string should have at most")
+    msg = bad("LabelJob", edited("LabelJob", annotations=[{"uri": too_long}]))
+    assert msg.startswith("spec.annotations[0].uri: string should have at most")
+    for source in (DatasetSource, AnnotationSource):
+        assert issubclass(source, S3Source) and source.cel_rules == (S3_URI_RULE,)
+        assert source.model_fields["uri"].description != S3Source.model_fields["uri"].description
 
 
 def test_provenance_is_required_and_checked() -> None:
@@ -258,6 +272,11 @@ def test_thresholds() -> None:
     assert msg == "spec.thresholds[0]: min (0.9) must be less than or equal to max (0.5)"
     msg = bad("Evaluation", edited("Evaluation", thresholds=[{"metric": "auc", "min": 0.5}]))
     assert msg.startswith("spec.thresholds[0].metric: ")
+    assert METRICS == ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+    for metric in METRICS:
+        parse_spec("Evaluation", edited("Evaluation", thresholds=[{"metric": metric, "min": 0.5}]))
+    msg = bad("Evaluation", edited("Evaluation", thresholds=[{"metric": m, "min": 0.5} for m in METRICS * 2]))
+    assert f"at most {len(METRICS)} items" in msg
     msg = bad(
         "Evaluation",
         edited("Evaluation", thresholds=[{"metric": "accuracy", "min": 0.5}, {"metric": "accuracy", "max": 0.9}]),

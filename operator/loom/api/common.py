@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from typing_extensions import Annotated
 
@@ -145,6 +145,33 @@ def check_s3_uri(uri: str) -> str:
     if not uri.startswith("s3://"):
         raise ValueError(f"must start with s3:// (got {uri!r})")
     return uri
+
+
+#: The bounds of every user-supplied source URI (subclasses describe it).
+S3Uri = Annotated[str, Field(min_length=6, max_length=MAX_URI_LENGTH)]
+
+
+class S3Source(LoomModel):
+    """A CSV input in object storage: one object, or every object under a prefix.
+
+    Subclasses redeclare ``uri`` and ``format`` only to describe them; the bounds
+    (:data:`S3Uri`), the CEL rule and its Python mirror are declared here once.
+    """
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (S3_URI_RULE,)
+
+    uri: S3Uri = Field(
+        description=(
+            "s3://bucket/key.csv for one object, or s3://bucket/prefix/ (trailing slash) "
+            "for every object under the prefix."
+        )
+    )
+    format: Literal["csv"] = Field(default="csv", description="File format. Only csv (with a header row).")
+
+    @field_validator("uri")
+    @classmethod
+    def _s3_uri(cls, value: str) -> str:
+        return check_s3_uri(value)
 
 
 # --------------------------------------------------------------------------

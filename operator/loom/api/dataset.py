@@ -5,17 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from .common import (
-    MAX_URI_LENGTH,
-    S3_URI_RULE,
-    BaseStatus,
-    CelRule,
-    LoomModel,
-    Splits,
-    check_s3_uri,
-)
+from .common import BaseStatus, CelRule, LoomModel, S3Source, S3Uri, Splits
 
 #: Tolerance on the sum of the split fractions.
 SPLIT_SUM_TOLERANCE = 1e-6
@@ -52,14 +44,10 @@ class Provenance(LoomModel):
     )
 
 
-class DatasetSource(LoomModel):
+class DatasetSource(S3Source):
     """One input of the dataset: a CSV object, or every CSV object under a prefix."""
 
-    cel_rules: ClassVar[tuple[CelRule, ...]] = (S3_URI_RULE,)
-
-    uri: str = Field(
-        min_length=6,
-        max_length=MAX_URI_LENGTH,
+    uri: S3Uri = Field(
         description=(
             "s3://bucket/key.csv for one object, or s3://bucket/prefix/ (trailing slash) "
             "for every object under the prefix. Read with the namespace's S3 credentials."
@@ -72,11 +60,6 @@ class DatasetSource(LoomModel):
         description="Ownership, license and consent of this source; recorded in lineage."
     )
 
-    @field_validator("uri")
-    @classmethod
-    def _s3_uri(cls, value: str) -> str:
-        return check_s3_uri(value)
-
 
 class SplitSpec(LoomModel):
     """How rows are assigned to the train, validation and test splits."""
@@ -84,8 +67,8 @@ class SplitSpec(LoomModel):
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
             rule=(
-                "self.train + self.validation + self.test >= 0.999999 && "
-                "self.train + self.validation + self.test <= 1.000001"
+                f"self.train + self.validation + self.test >= {1 - SPLIT_SUM_TOLERANCE:.12g} && "
+                f"self.train + self.validation + self.test <= {1 + SPLIT_SUM_TOLERANCE:.12g}"
             ),
             message="train + validation + test must sum to 1",
         ),

@@ -3,15 +3,12 @@ a KServe canary, analyse it, promote it or roll it back."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field
 
 from .common import (
     DNS_SUBDOMAIN,
     ArtifactRef,
     BaseStatus,
-    CelRule,
     LoomModel,
     ObjectReference,
 )
@@ -19,14 +16,6 @@ from .common import (
 
 class CanarySpec(LoomModel):
     """How a new model is rolled out next to the serving one."""
-
-    cel_rules: ClassVar[tuple[CelRule, ...]] = (
-        CelRule(
-            rule="self.trafficPercent >= 1 && self.trafficPercent <= 99",
-            message="trafficPercent must be between 1 and 99",
-            field_path=".trafficPercent",
-        ),
-    )
 
     traffic_percent: int = Field(
         default=20,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,7 +17,7 @@ from .common import (
 )
 
 MetricName = Literal["accuracy", "f1_macro", "precision_macro", "recall_macro"]
-METRICS: tuple[str, ...] = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+METRICS: tuple[str, ...] = get_args(MetricName)
 
 
 class Threshold(LoomModel):

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from .common import (
-    MAX_URI_LENGTH,
-    S3_URI_RULE,
     BaseStatus,
-    CelRule,
     LoomModel,
     ObjectReference,
+    S3Source,
+    S3Uri,
     Splits,
     StatusModel,
-    check_s3_uri,
 )
 
 
-class AnnotationSource(LoomModel):
+class AnnotationSource(S3Source):
     """A file of annotations: CSV with columns item, annotator, label."""
 
-    cel_rules: ClassVar[tuple[CelRule, ...]] = (S3_URI_RULE,)
-
-    uri: str = Field(
-        min_length=6,
-        max_length=MAX_URI_LENGTH,
+    uri: S3Uri = Field(
         description=(
             "s3://bucket/key.csv, or s3://bucket/prefix/ for every object under the prefix. "
             "Columns: item (the dataset's id column), annotator, label."
@@ -35,11 +29,6 @@ class AnnotationSource(LoomModel):
     format: Literal["csv"] = Field(
         default="csv", description="File format of the annotations. Only csv (with a header row)."
     )
-
-    @field_validator("uri")
-    @classmethod
-    def _s3_uri(cls, value: str) -> str:
-        return check_s3_uri(value)
 
 
 class LabelJobSpec(LoomModel):
