@@ -21,6 +21,15 @@ ROOT_KEYS = ("apiVersion", "kind", "metadata")
 
 # --- pruning and defaulting ----------------------------------------------------------------
 
+def _child_schema(schema: Obj, key: str) -> Obj | None:
+    """The schema of ``key`` in an object: its property, else additionalProperties (if a schema)."""
+    props = schema.get("properties") or {}
+    if key in props:
+        return props[key]
+    addl = schema.get("additionalProperties")
+    return addl if isinstance(addl, dict) else None
+
+
 def prune(schema: Obj, value: Any, root: bool = True, pruned: list[str] | None = None, path: str = "") -> Any:
     """Drop fields the schema does not declare (unless it preserves unknown fields), in place.
 
@@ -29,23 +38,20 @@ def prune(schema: Obj, value: Any, root: bool = True, pruned: list[str] | None =
     pruned = [] if pruned is None else pruned
     if isinstance(value, dict):
         props = schema.get("properties") or {}
-        addl = schema.get("additionalProperties")
-        preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
+        keep_unknown = bool(schema.get("x-kubernetes-preserve-unknown-fields")) or schema.get("additionalProperties") is True
         embedded = bool(schema.get("x-kubernetes-embedded-resource"))
         for key in list(value):
             if (root or embedded) and key in ROOT_KEYS:
                 continue
-            if key in props:
-                # Null in a non-nullable field counts as absent (so defaults can apply).
-                if value[key] is None and not props[key].get("nullable"):
+            sub = _child_schema(schema, key)
+            if sub is None:
+                if not keep_unknown:
                     del value[key]
-                else:
-                    prune(props[key], value[key], False, pruned, f"{path}.{key}" if path else key)
-            elif isinstance(addl, dict):
-                prune(addl, value[key], False, pruned, f"{path}.{key}" if path else key)
-            elif not (preserve or addl is True):
-                del value[key]
-                pruned.append(f"{path}.{key}" if path else key)
+                    pruned.append(f"{path}.{key}" if path else key)
+            elif key in props and value[key] is None and not sub.get("nullable"):
+                del value[key]  # null in a non-nullable property counts as absent (so defaults can apply)
+            else:
+                prune(sub, value[key], False, pruned, f"{path}.{key}" if path else key)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
             prune(schema["items"], item, False, pruned, f"{path}[{index}]")
@@ -58,12 +64,10 @@ def apply_defaults(schema: Obj, value: Any) -> Any:
         for key, sub in (schema.get("properties") or {}).items():
             if key not in value and "default" in sub:
                 value[key] = copy.deepcopy(sub["default"])
-            if key in value:
+        for key in value:
+            sub = _child_schema(schema, key)
+            if sub is not None:
                 apply_defaults(sub, value[key])
-        if isinstance(schema.get("additionalProperties"), dict):
-            for key in value:
-                if key not in (schema.get("properties") or {}):
-                    apply_defaults(schema["additionalProperties"], value[key])
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for item in value:
             apply_defaults(schema["items"], item)
@@ -206,9 +210,7 @@ def to_cel(value: Any, schema: Obj | None) -> Any:
 
     schema = schema or {}
     if isinstance(value, dict):
-        props = schema.get("properties") or {}
-        addl = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None
-        return celtypes.MapType({celtypes.StringType(k): to_cel(v, props.get(k, addl)) for k, v in value.items()})
+        return celtypes.MapType({celtypes.StringType(k): to_cel(v, _child_schema(schema, k)) for k, v in value.items()})
     if isinstance(value, list):
         return celtypes.ListType([to_cel(v, schema.get("items")) for v in value])
     if isinstance(value, bool):
@@ -273,10 +275,8 @@ def _cel_errors(schema: Obj, value: Any, old: Any, path: list[Any], has_old: boo
 
     # Descend into the children that are present.
     if isinstance(value, dict):
-        props = schema.get("properties") or {}
-        addl = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None
         for key, child in value.items():
-            sub = props.get(key, addl)
+            sub = _child_schema(schema, key)
             if sub is None or (not path and key == "metadata"):
                 continue
             child_has_old = has_old and isinstance(old, dict) and key in old

@@ -644,12 +644,16 @@ class LoomKubernetes(KubernetesEmulator):
         if rtype.key == CRD_KEY:
             self._unregister_crd(obj)
         self._collect_garbage(obj)
-        namespace = obj["metadata"].get("namespace")
-        if namespace:  # a terminating namespace goes away with its last object
-            ns = self.store.get(NS_KEY, "", namespace)
-            if ns and ns["metadata"].get("deletionTimestamp") and not any(True for _ in self.store.all_in_namespace(namespace)):
-                self.store.remove(NS_KEY, ns)
+        if obj["metadata"].get("namespace"):
+            self._finish_namespace(obj["metadata"]["namespace"])
         return gone
+
+    def _finish_namespace(self, name: str) -> Obj | None:
+        """A terminating namespace goes away with its last object; answers it if it went now."""
+        ns = self.store.get(NS_KEY, "", name)
+        if ns and ns["metadata"].get("deletionTimestamp") and not any(True for _ in self.store.all_in_namespace(name)):
+            return self.store.remove(NS_KEY, ns)
+        return None
 
     def _collect_garbage(self, owner: Obj) -> None:
         """Background cascading deletion: dependents whose owners are all gone are deleted."""
@@ -687,9 +691,7 @@ class LoomKubernetes(KubernetesEmulator):
             current = self.store.get(key, name, obj["metadata"]["name"])
             if current is not None and key in self.store.types:
                 self._delete_object(self.store.types[key], copy.deepcopy(current))
-        if not any(True for _ in self.store.all_in_namespace(name)) and self.store.get(NS_KEY, "", name) is not None:
-            return self.store.remove(NS_KEY, ns)
-        return ns
+        return self._finish_namespace(name) or ns
 
     def _delete_collection(self, rtype: ResourceType, version: str, namespace: str | None,
                            params: dict[str, str]) -> aiohttp.web.Response:
