@@ -40,19 +40,18 @@ __all__ = ["Executor"]
 class Executor:
     def __init__(self, api: k8s.ApiClient | str | Path | None, workdir: str | Path, *,
                  s3_env: dict[str, str] | None = None, interval: float = 0.3,
-                 ready_timeout: float = 120.0, env: dict[str, str] | None = None) -> None:
+                 ready_timeout: float = 120.0) -> None:
         """``api``: an ApiClient or a kubeconfig path. ``s3_env``: the S3 connection
         used when an InferenceService has no ServiceAccount with S3 keys (default:
-        this process's LOOM_S3_*/AWS_* variables). ``env``: what every child process
-        inherits from the host (default: PATH, locale, HOME, CUDA... see
-        ``pods.INHERITED_ENV``). ``ready_timeout``: how long a model server may take
-        to become ready (per InferenceService: annotation
-        ``serving.knative.dev/progress-deadline``)."""
+        this process's LOOM_S3_*/AWS_* variables). ``ready_timeout``: how long a model
+        server may take to become ready (per InferenceService: annotation
+        ``serving.knative.dev/progress-deadline``). Child processes inherit from the
+        host only PATH, locale, HOME, CUDA... (``pods.INHERITED_ENV``)."""
         self.kube = Kube(str(api) if isinstance(api, Path) else api)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.interval = interval
-        env_base = base_env() if env is None else dict(env)
+        env_base = base_env()
         self.jobs = JobController(self.kube, self.workdir, env_base)
         self.pytorchjobs = PyTorchJobController(self.kube, self.workdir, env_base)
         self.inference = InferenceServiceController(self.kube, self.workdir, env_base, s3_env,
@@ -61,7 +60,6 @@ class Executor:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one reconcile pass at a time
-        self.passes = 0
         self.last_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -111,7 +109,6 @@ class Executor:
                     if msg != self.last_error:
                         log.warning("executor: %s", msg)
                     self.last_error = msg
-            self.passes += 1
 
     def _loop(self) -> None:
         while not self._stop.is_set():

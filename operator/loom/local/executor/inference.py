@@ -128,7 +128,6 @@ class Revision:
                  key: str) -> None:
         self.ctl = ctl
         self.isvc = isvc
-        self.number = number
         self.name = f"{isvc.name}-predictor-{number:05d}"
         self.predictor = predictor
         self.key = key
@@ -140,7 +139,6 @@ class Revision:
         self.log_path = self.dir / "log.txt"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.ready_at: float | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"rev-{self.name}", daemon=True)
@@ -209,7 +207,6 @@ class Revision:
                 return
             if _http_ok(url):
                 self.state = "Ready"
-                self.ready_at = time.monotonic()
                 self.ctl.wake()
                 break
             if time.monotonic() > deadline:
@@ -304,12 +301,6 @@ class IsvcRun:
         self.url: str | None = None
         self.spec_error: str | None = None
         self.ready_timeout = DEFAULT_READY_TIMEOUT
-
-    def revision(self, name: str) -> Revision | None:
-        for r in self.revisions:
-            if r.name == name:
-                return r
-        return None
 
     def stop(self) -> None:
         for r in self.revisions:

@@ -5,7 +5,6 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 from .controller import RunController
 from .kube import JOBS, PODS, Kube, Obj, finished_as, now, set_condition, status_diff
@@ -195,6 +194,3 @@ class JobController(RunController):
             for p in run.active():
                 p.kill(quiet=True)
         self.runs.clear()
-
-    def processes(self) -> list[Any]:
-        return [p.proc for r in self.runs.values() for p in r.pods if p.proc is not None]

@@ -62,19 +62,6 @@ def now() -> str:
     return now_iso(_dt.datetime.now(_dt.timezone.utc))
 
 
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return _dt.datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=_dt.timezone.utc).timestamp()
-    except ValueError:
-        return None
-
-
-def is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status == 404
-
-
 def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and exc.status == 409
 
@@ -110,9 +97,8 @@ class Kube:
         return json.loads(data) if data else None
 
     # -- reads -------------------------------------------------------------
-    def list(self, res: Resource, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
-        query = [("labelSelector", label_selector)] if label_selector else None
-        out = self._call("GET", res.path(namespace), query=query)
+    def list(self, res: Resource, namespace: str | None = None) -> list[Obj]:
+        out = self._call("GET", res.path(namespace))
         items = (out or {}).get("items") or []
         for item in items:  # lists omit kind/apiVersion per item
             item.setdefault("kind", res.kind)

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -472,15 +471,6 @@ class LocalPod:
     @property
     def finished(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
-
-
-def wait_for(pred, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return bool(pred())
 
 
 def owner_ref(obj: Obj) -> Obj:

@@ -86,10 +86,6 @@ class TrafficProxy:
         """Replace the traffic table: ``[(revision, backend port, percent), ...]``."""
         self._routes = tuple((r, p, int(w)) for r, p, w in routes if w > 0)
 
-    @property
-    def routes(self) -> list[tuple[str, int, int]]:
-        return list(self._routes)
-
     def _pick(self) -> tuple[str, int] | None:
         routes = self._routes
         total = sum(w for _, _, w in routes)
@@ -112,10 +108,6 @@ class TrafficProxy:
         return {"name": self.name, "url": self.url, "since": since,
                 "traffic": [{"revisionName": r, "percent": w} for r, _, w in self._routes],
                 "revisions": revisions}
-
-    def reset_metrics(self) -> None:
-        with self._lock:
-            self._stats.clear()
 
     # -- aiohttp ------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
