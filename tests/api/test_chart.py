@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loom.api import RBAC_NEEDS, missing_verbs
+from loom.api import RBAC_NEEDS, RbacNeed
 from loom.backends import storage
 from loom.backends.inferenceservice import RUNTIME
 from loom.config import Settings
@@ -106,6 +106,25 @@ def test_every_template_parses_after_stripping() -> None:
         "serviceaccount.yaml": ["ServiceAccount"],
         "servingruntime.yaml": ["ServingRuntime"],
     }
+
+
+def missing_verbs(rules: list[dict], need: RbacNeed) -> set[str]:
+    """The verbs of ``need`` that a list of RBAC PolicyRules does NOT grant."""
+    missing = set(need.verbs)
+    for rule in rules:
+        groups = rule.get("apiGroups") or []
+        resources = rule.get("resources") or []
+        verbs = rule.get("verbs") or []
+        if rule.get("resourceNames"):
+            continue
+        if need.group not in groups and "*" not in groups:
+            continue
+        if need.resource not in resources and "*" not in resources:
+            continue
+        if "*" in verbs:
+            return set()
+        missing -= set(verbs)
+    return missing
 
 
 def cluster_role_rules() -> list[dict]:

@@ -14,9 +14,9 @@ import pydantic
 import pytest
 import yaml
 
-from loom.api import KINDS, parse_spec, spec_dict
+from loom.api import KINDS, parse_spec, status_dict
 from loom.api import crdgen
-from loom.api.common import LoomModel, StatusModel
+from loom.api.common import DIGEST_PATTERN, LoomModel, StatusModel
 from loom.api.dataset import SPLIT_SUM_TOLERANCE, SplitSpec
 
 from .examples import SPECS
@@ -311,7 +311,7 @@ def test_schema_defaults_equal_model_defaults(kind: str) -> None:
     if kind == "LabelJob":
         minimal["annotations"] = [{"uri": "s3://b/a.csv"}]
     defaulted = apply_defaults(spec_schema, minimal)
-    assert defaulted == spec_dict(parse_spec(kind, minimal))
+    assert defaulted == status_dict(parse_spec(kind, minimal))
 
 
 # ---------------------------------------------------------------- CEL
@@ -353,6 +353,15 @@ def test_there_are_cel_rules_where_the_design_wants_them() -> None:
     assert "x-kubernetes-validations" not in canary
     traffic = canary["properties"]["trafficPercent"]
     assert (traffic["type"], traffic["minimum"], traffic["maximum"]) == ("integer", 1, 99)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_status_digests_have_the_digest_pattern(kind: str) -> None:
+    status = schema_of(crds()[kind])["properties"]["status"]
+    digests = [(path, node) for path, node in walk(status, ".status") if path.endswith(".digest")]
+    assert digests, kind  # every kind's status records a content-addressed artifact
+    for path, node in digests:
+        assert node["pattern"] == DIGEST_PATTERN, f"{kind}{path}"
 
 
 def test_every_cel_example_belongs_to_a_rule() -> None:

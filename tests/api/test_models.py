@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import jsonschema
+import pydantic
 import pytest
 import yaml
 
@@ -30,7 +31,6 @@ from loom.api import (
     kind_info,
     parse_spec,
     parse_status,
-    spec_dict,
     status_dict,
 )
 
@@ -77,7 +77,7 @@ def test_registry() -> None:
 def test_examples_parse_and_round_trip(kind: str) -> None:
     model = parse_spec(kind, SPECS[kind])
     assert isinstance(model, KINDS[kind].spec_model)
-    dumped = spec_dict(model)
+    dumped = status_dict(model)
     assert parse_spec(kind, dumped) == model
     assert contains(dumped, SPECS[kind])
 
@@ -103,7 +103,7 @@ def test_dataset_defaults() -> None:
     assert (spec.split.strategy, spec.split.seed) == ("random", 42)
     assert (spec.split.train, spec.split.validation, spec.split.test) == (0.7, 0.15, 0.15)
     assert spec.sources[0].provenance.collected_at.year == 1936
-    assert spec_dict(spec)["sources"][0]["provenance"]["collectedAt"] == "1936-01-01T00:00:00Z"
+    assert status_dict(spec)["sources"][0]["provenance"]["collectedAt"] == "1936-01-01T00:00:00Z"
 
 
 def test_labeljob_defaults() -> None:
@@ -180,7 +180,7 @@ def test_deployment_defaults() -> None:
 
 def test_snake_case_names_are_accepted_too() -> None:
     spec = DeploymentSpec(evaluation_ref={"name": "e"}, service_account_name="sa")
-    assert spec_dict(spec)["serviceAccountName"] == "sa"
+    assert status_dict(spec)["serviceAccountName"] == "sa"
 
 
 # ---------------------------------------------------------------- messages
@@ -319,6 +319,18 @@ def test_status_dict_is_camel_case_without_none() -> None:
         "features": [],
     }
     assert parse_status("ltr", out) == status
+
+
+@pytest.mark.parametrize("digest", ["0" * 64, "sha256:" + "A" * 64, "sha256:" + "0" * 63, "md5:" + "0" * 32])
+def test_status_digests_are_sha256(digest: str) -> None:
+    """Digests are always written sha256:<64 lowercase hex>; the CRD refuses anything else."""
+    with pytest.raises(pydantic.ValidationError):
+        ArtifactRef(uri="s3://b/m.onnx", digest=digest)
+    with pytest.raises(pydantic.ValidationError):
+        SplitRef(uri="s3://b/t.csv", digest=digest, rows=1)
+    with pytest.raises(pydantic.ValidationError):
+        parse_status("Deployment", {"model": {"uri": "s3://b/m.onnx", "digest": digest}})
+    ArtifactRef(uri="s3://b/m.onnx", digest="sha256:" + "0123456789abcdef" * 4)
 
 
 def test_status_reads_workload_results_leniently() -> None:

@@ -19,7 +19,7 @@ from .dataset import DatasetSource, DatasetSpec, DatasetStatus, Provenance, Spli
 from .deployment import CanarySpec, DeploymentSpec, DeploymentStatus
 from .evaluation import METRICS, Check, EvaluationSpec, EvaluationStatus, Threshold
 from .labeljob import Agreement, AnnotationSource, LabelJobSpec, LabelJobStatus
-from .rbac import RBAC_NEEDS, RbacNeed, missing_verbs
+from .rbac import RBAC_NEEDS, RbacNeed
 from .registry import (
     KINDS,
     KindInfo,
@@ -28,7 +28,6 @@ from .registry import (
     kind_info,
     parse_spec,
     parse_status,
-    spec_dict,
     status_dict,
 )
 from .trainingrun import (
@@ -76,9 +75,7 @@ __all__ = [
     "TrainingRunSpec",
     "TrainingRunStatus",
     "kind_info",
-    "missing_verbs",
     "parse_spec",
     "parse_status",
-    "spec_dict",
     "status_dict",
 ]

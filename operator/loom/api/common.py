@@ -35,14 +35,11 @@ class CelRule:
     rule: str
     message: str
     field_path: str | None = None
-    reason: str | None = None
 
     def to_schema(self) -> dict[str, str]:
         out = {"rule": self.rule, "message": self.message}
         if self.field_path:
             out["fieldPath"] = self.field_path
-        if self.reason:
-            out["reason"] = self.reason
         return out
 
 
@@ -205,7 +202,8 @@ class ArtifactRef(StatusModel):
 
     uri: str = Field(description="Location of the artifact, s3://bucket/key.")
     digest: str = Field(
-        description="sha256 of the artifact's bytes, written sha256:<64 hex digits>."
+        pattern=DIGEST_PATTERN,
+        description="sha256 of the artifact's bytes, written sha256:<64 hex digits>.",
     )
 
 
@@ -214,7 +212,8 @@ class SplitRef(StatusModel):
 
     uri: str = Field(description="Location of the split's CSV file, s3://bucket/key.")
     digest: str = Field(
-        description="sha256 of the CSV file's bytes, written sha256:<64 hex digits>."
+        pattern=DIGEST_PATTERN,
+        description="sha256 of the CSV file's bytes, written sha256:<64 hex digits>.",
     )
     rows: int = Field(ge=0, description="Number of data rows in the split (header excluded).")
 
@@ -275,20 +274,6 @@ class Condition(StatusModel):
     )
 
 
-def _conditions_field() -> Any:
-    return Field(
-        default_factory=list,
-        description=(
-            "Latest observations of the object's state, one per type "
-            "(Ready, Succeeded, Failed, Progressing, ...), for machines."
-        ),
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-        },
-    )
-
-
 class BaseStatus(StatusModel):
     """The part of status common to every Loom kind."""
 
@@ -299,7 +284,17 @@ class BaseStatus(StatusModel):
             "Automation should read conditions instead."
         ),
     )
-    conditions: list[Condition] = _conditions_field()
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description=(
+            "Latest observations of the object's state, one per type "
+            "(Ready, Succeeded, Failed, Progressing, ...), for machines."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
     observed_generation: int | None = Field(
         default=None,
         ge=0,

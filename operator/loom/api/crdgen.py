@@ -101,14 +101,12 @@ def structural(
             out[key] = node[key]
     if "const" in node:
         out["enum"] = [node["const"]]
+    # pydantic writes JSON Schema 2020-12 numeric bounds; OpenAPI v3 wants
+    # minimum/maximum with a boolean exclusive flag.
     for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         if bound in node:
-            value = node[bound]
-            if isinstance(value, bool):
-                out[bound] = value
-            else:
-                out[plain] = value
-                out[bound] = True
+            out[plain] = node[bound]
+            out[bound] = True
     if out.get("format") not in KEEP_FORMATS:
         out.pop("format", None)
     if "type" not in out and "enum" in out:
@@ -161,9 +159,8 @@ class _WithFactoryDefaults(GenerateJsonSchema):
     def get_default_value(self, schema: Any) -> Any:
         if "default_factory" in schema and not schema.get("default_factory_takes_data"):
             value = schema["default_factory"]()
-            if isinstance(value, BaseModel):
-                return value.model_dump(by_alias=True, exclude_none=True, mode="json")
-            return value
+            # A nested model's default is written {}: see structural().
+            return {} if isinstance(value, BaseModel) else value
         return schema.get("default", NoDefault)
 
 

@@ -67,21 +67,3 @@ RBAC_NEEDS: tuple[RbacNeed, ...] = (
     ),
 )
 
-
-def missing_verbs(rules: list[dict], need: RbacNeed) -> set[str]:
-    """The verbs of ``need`` that a list of RBAC PolicyRules does NOT grant."""
-    missing = set(need.verbs)
-    for rule in rules:
-        groups = rule.get("apiGroups") or []
-        resources = rule.get("resources") or []
-        verbs = rule.get("verbs") or []
-        if rule.get("resourceNames"):
-            continue
-        if need.group not in groups and "*" not in groups:
-            continue
-        if need.resource not in resources and "*" not in resources:
-            continue
-        if "*" in verbs:
-            return set()
-        missing -= set(verbs)
-    return missing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -54,17 +54,11 @@ class KindInfo:
     categories: tuple[str, ...] = ("loom",)
     group: str = GROUP
     version: str = VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def crd_name(self) -> str:
         """``<plural>.<group>``, e.g. ``datasets.loom.dev``."""
         return f"{self.plural}.{self.group}"
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
-
 
 KINDS: dict[str, KindInfo] = {
     info.kind: info
@@ -271,7 +265,3 @@ def status_dict(model: BaseModel) -> dict[str, Any]:
     """Dump a status (or any Loom model) as JSON-ready camelCase, without None values."""
     return model.model_dump(by_alias=True, exclude_none=True, mode="json")
 
-
-def spec_dict(model: BaseModel) -> dict[str, Any]:
-    """Dump a spec as JSON-ready camelCase, defaults included, without None values."""
-    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
