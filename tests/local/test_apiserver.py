@@ -389,6 +389,40 @@ def test_owner_references_cascade_recursively(http):
     assert http("GET", "/api/v1/namespaces/default/services/unrelated")[0] == 200
 
 
+def test_store_indexes_uids_and_dependents():
+    from loom.local.store import Store
+
+    store = Store()
+    key, pods = ("", "configmaps"), ("", "pods")
+    owner = store.put(key, {"metadata": {"name": "o", "namespace": "n", "uid": "u-o"}}, "ADDED")
+    ref = {"uid": "u-o", "kind": "ConfigMap", "name": "o"}
+    store.put(pods, {"metadata": {"name": "p", "namespace": "n", "uid": "u-p", "ownerReferences": [ref]}}, "ADDED")
+    store.put(pods, {"metadata": {"name": "bad", "namespace": "n", "uid": "u-b", "ownerReferences": "junk"}}, "ADDED")
+    assert store.uid_exists("u-o") and store.uid_exists("u-p") and not store.uid_exists(None)
+    assert [(k, o["metadata"]["name"]) for k, o in store.dependents_of("u-o")] == [(pods, "p")]
+    # An update that drops the reference drops it from the index; removal drops the uid.
+    store.put(pods, {"metadata": {"name": "p", "namespace": "n", "uid": "u-p"}}, "MODIFIED")
+    assert store.dependents_of("u-o") == [] and "u-o" not in store.dependents
+    store.remove(key, owner)
+    assert not store.uid_exists("u-o") and store.uid_exists("u-p")
+    store.unregister(pods)
+    assert store.by_uid == {} and store.dependents == {}
+
+
+def test_cascade_over_many_objects_is_quick(http):
+    http("POST", "/api/v1/namespaces", {"metadata": {"name": "many"}})
+    base = "/api/v1/namespaces/many/configmaps"
+    _, root = http("POST", base, {"metadata": {"name": "root"}})
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "root", "uid": root["metadata"]["uid"]}
+    for i in range(300):
+        http("POST", base, {"metadata": {"name": f"child-{i}", "ownerReferences": [ref]}})
+    started = time.monotonic()
+    assert http("DELETE", f"{base}/root")[0] == 200
+    assert time.monotonic() - started < 2
+    assert http("GET", base)[1]["items"] == []
+    assert http("DELETE", "/api/v1/namespaces/many")[0] == 200
+
+
 def test_namespace_deletion_deletes_its_objects(http):
     http("POST", "/api/v1/namespaces", {"metadata": {"name": "doomed"}})
     http("POST", "/api/v1/namespaces/doomed/configmaps", {"metadata": {"name": "a"}})

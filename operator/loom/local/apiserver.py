@@ -659,26 +659,18 @@ class LoomKubernetes(KubernetesEmulator):
         """Background cascading deletion: dependents whose owners are all gone are deleted."""
         uid = owner["metadata"]["uid"]
         namespace = owner["metadata"].get("namespace")
-        for key, objs in list(self.store.objects.items()):
+        for key, dependent in self.store.dependents_of(uid):
             rtype = self.store.types.get(key)
-            if rtype is None:
-                continue
-            for dependent in list(objs.values()):
-                dmeta = dependent["metadata"]
-                refs = dmeta.get("ownerReferences") or []
-                if not any(ref.get("uid") == uid for ref in refs):
-                    continue
-                if namespace and dmeta.get("namespace") != namespace:
-                    continue  # owner references never cross namespaces
-                if self.store.get(key, dmeta.get("namespace", ""), dmeta["name"]) is not dependent:
-                    continue  # already gone in a nested cascade
-                others = [ref for ref in refs if ref.get("uid") != uid and self._uid_exists(ref.get("uid"))]
-                if others:
-                    continue
-                self._delete_object(rtype, copy.deepcopy(dependent))
-
-    def _uid_exists(self, uid: str | None) -> bool:
-        return any(obj["metadata"].get("uid") == uid for objs in self.store.objects.values() for obj in objs.values())
+            dmeta = dependent["metadata"]
+            if rtype is None or self.store.get(key, dmeta.get("namespace") or "", dmeta["name"]) is not dependent:
+                continue  # already gone (or changed) in a nested cascade
+            if namespace and dmeta.get("namespace") != namespace:
+                continue  # owner references never cross namespaces
+            refs = dmeta.get("ownerReferences") or []
+            if any(isinstance(ref, dict) and ref.get("uid") != uid and self.store.uid_exists(ref.get("uid"))
+                   for ref in refs):
+                continue  # another owner lives
+            self._delete_object(rtype, copy.deepcopy(dependent))
 
     def _delete_namespace(self, rtype: ResourceType, ns: Obj) -> Obj:
         name = ns["metadata"]["name"]

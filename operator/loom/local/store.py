@@ -14,6 +14,8 @@ import re
 from typing import Any, Iterable
 
 Obj = dict[str, Any]
+Key = tuple[str, str]  # (group, plural)
+Where = tuple[Key, tuple[str, str]]  # (group, plural), (namespace, name)
 
 
 class ApiError(Exception):
@@ -111,6 +113,9 @@ class Store:
         self.rv = 1
         self.log: collections.deque[Event] = collections.deque(maxlen=log_size)
         self.watchers: set[Watcher] = set()
+        # Indexes kept by put/remove, so deletion cascades never scan every object.
+        self.by_uid: dict[str, Where] = {}
+        self.dependents: dict[str, set[Where]] = collections.defaultdict(set)  # owner uid -> dependents
 
     # --- resource types ---------------------------------------------------------------------
 
@@ -119,7 +124,8 @@ class Store:
 
     def unregister(self, key: tuple[str, str]) -> None:
         self.types.pop(key, None)
-        self.objects.pop(key, None)
+        for obj in self.objects.pop(key, {}).values():
+            self._unindex(key, obj)
 
     def find_type(self, group: str, version: str, plural: str) -> ResourceType | None:
         rtype = self.types.get((group, plural))
@@ -142,6 +148,40 @@ class Store:
                 if ns == namespace:
                     yield key, obj
 
+    def uid_exists(self, uid: str | None) -> bool:
+        return uid is not None and uid in self.by_uid
+
+    def dependents_of(self, uid: str) -> list[tuple[Key, Obj]]:
+        """The stored objects with an ownerReference to ``uid``."""
+        return [(key, self.objects[key][loc]) for key, loc in sorted(self.dependents.get(uid, ()))]
+
+    @staticmethod
+    def _owner_uids(obj: Obj) -> list[str]:
+        refs = obj["metadata"].get("ownerReferences")
+        if not isinstance(refs, list):
+            return []
+        return [ref["uid"] for ref in refs if isinstance(ref, dict) and isinstance(ref.get("uid"), str)]
+
+    def _index(self, key: Key, obj: Obj) -> None:
+        meta = obj["metadata"]
+        where = (key, (meta.get("namespace") or "", meta["name"]))
+        if meta.get("uid"):
+            self.by_uid[meta["uid"]] = where
+        for owner in self._owner_uids(obj):
+            self.dependents[owner].add(where)
+
+    def _unindex(self, key: Key, obj: Obj) -> None:
+        meta = obj["metadata"]
+        where = (key, (meta.get("namespace") or "", meta["name"]))
+        if meta.get("uid") and self.by_uid.get(meta["uid"]) == where:
+            del self.by_uid[meta["uid"]]
+        for owner in self._owner_uids(obj):
+            dependents = self.dependents.get(owner)
+            if dependents is not None:
+                dependents.discard(where)
+                if not dependents:
+                    del self.dependents[owner]
+
     def next_rv(self) -> int:
         self.rv += 1
         return self.rv
@@ -152,13 +192,20 @@ class Store:
         rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
         stored = copy.deepcopy(obj)
-        self.objects[key][(meta.get("namespace") or "", meta["name"])] = stored
+        loc = (meta.get("namespace") or "", meta["name"])
+        previous = self.objects[key].get(loc)
+        if previous is not None:
+            self._unindex(key, previous)
+        self.objects[key][loc] = stored
+        self._index(key, stored)
         self._emit(Event(rv, key, event_type, stored))
         return copy.deepcopy(stored)
 
     def remove(self, key: tuple[str, str], obj: Obj) -> Obj:
         meta = obj["metadata"]
-        self.objects[key].pop((meta.get("namespace") or "", meta["name"]), None)
+        previous = self.objects[key].pop((meta.get("namespace") or "", meta["name"]), None)
+        if previous is not None:
+            self._unindex(key, previous)
         rv = self.next_rv()
         gone = copy.deepcopy(obj)
         gone["metadata"]["resourceVersion"] = str(rv)
