@@ -15,12 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-try:
-    from loom.local.apiserver import EmbeddedApiServer
-    from loom.local.s3 import EmbeddedS3
-except ImportError as e:  # pragma: no cover - only while the embedded parts are being built
-    pytest.skip(f"embedded API server / S3 not available yet: {e}", allow_module_level=True)
-
+from loom.local.cluster import EmbeddedCluster
 from loom.local.executor import Executor
 from loom.local.executor.kube import (CONFIGMAPS, INFERENCESERVICES, JOBS, PODS, PYTORCHJOBS, SECRETS,
                                       SERVICEACCOUNTS, Kube)
@@ -31,23 +26,15 @@ NS = "exec-test"
 # -- fixtures -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("executor")
-    api = EmbeddedApiServer()
-    api.start()
-    api.write_kubeconfig(work / "kubeconfig")
-    s3 = EmbeddedS3()
-    s3.start()
-    ex = Executor(str(work / "kubeconfig"), work / "run", s3_env=s3.env(), interval=0.2, ready_timeout=30)
-    ex.start()
-    kube = Kube(str(work / "kubeconfig"))
+    embedded = EmbeddedCluster(tmp_path_factory.mktemp("executor"), interval=0.2, ready_timeout=30).start()
+    kube = Kube(str(embedded.kubeconfig))
     kube._call("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
                                                      "metadata": {"name": NS}})
-    state = {"kube": kube, "ex": ex, "s3": s3, "work": work}
+    state = {"kube": kube, "ex": embedded.executor, "s3": embedded.s3, "work": embedded.workdir}
     yield state
-    state["ex"].stop()  # a test may have replaced the executor
+    embedded.executor = state["ex"]  # a test may have replaced the executor
     kube.close()
-    s3.stop()
-    api.stop()
+    embedded.stop()
 
 
 @pytest.fixture
@@ -259,7 +246,7 @@ def test_executor_restart_is_idempotent(cluster, kube: Kube, tmp_path: Path) -> 
     old: Executor = cluster["ex"]
     old.stop()
     assert not pid_alive(pid)
-    new = Executor(str(cluster["work"] / "kubeconfig"), cluster["work"] / "run", s3_env=cluster["s3"].env(),
+    new = Executor(str(cluster["work"] / "kubeconfig"), cluster["work"] / "executor", s3_env=cluster["s3"].env(),
                    interval=0.2, ready_timeout=30)
     cluster["ex"] = new
     new.start()
