@@ -94,7 +94,10 @@ WIDGET_CRD: dict[str, Any] = {
                                           {"rule": "self == oldSelf", "message": "owner is immutable"}]},
                         },
                     },
-                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    "status": {
+                        "type": "object",
+                        "properties": {"phase": {"type": "string"}, "observedGeneration": {"type": "integer"}},
+                    },
                 },
             }},
         }],

@@ -75,11 +75,18 @@ def test_cel_transition_rule_with_old_self(http, widgets):
     assert status == 200  # unchanged owner passes
 
 
-def test_status_writes_are_not_validated_against_spec_rules(http, widgets):
-    http("POST", widgets, {**WIDGET, "metadata": {"name": "stat"}, "spec": {}})
-    status, obj = http("PATCH", f"{widgets}/stat/status", {"status": {"anything": [1, 2]}},
+def test_status_writes_are_pruned_and_validated_against_the_status_schema(http, widgets):
+    assert http("POST", widgets, {**WIDGET, "metadata": {"name": "stat"}, "spec": {}})[0] == 201
+    status, obj = http("PATCH", f"{widgets}/stat/status",
+                       {"status": {"phase": "Ready", "observedGeneration": 1, "anything": [1, 2]}},
                        "application/merge-patch+json")
-    assert status == 200 and obj["status"] == {"anything": [1, 2]}
+    assert status == 200 and obj["status"] == {"phase": "Ready", "observedGeneration": 1}  # undeclared: pruned
+    status, error = http("PATCH", f"{widgets}/stat/status", {"status": {"observedGeneration": "one"}},
+                         "application/merge-patch+json")
+    assert (status, error["reason"]) == (422, "Invalid")
+    assert error["message"] == ('Widget.test.loom.dev "stat" is invalid: status.observedGeneration: Invalid value: '
+                                '"string": status.observedGeneration in body must be of type integer: "string"')
+    assert http("GET", f"{widgets}/stat")[1]["status"] == {"phase": "Ready", "observedGeneration": 1}  # unchanged
 
 
 # --- the functions themselves ---------------------------------------------------------------

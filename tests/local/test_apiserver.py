@@ -256,8 +256,13 @@ def test_status_subresource_is_separate(k8s, widgets):
 
 
 def test_configmaps_have_no_status_subresource(http):
-    status, _ = http("PATCH", f"{CM}/patched/status", {"status": {}}, "application/merge-patch+json")
-    assert status == 404
+    assert http("POST", CM, {"metadata": {"name": "no-status"}, "data": {"a": "1"}})[0] == 201
+    status, body = http("PATCH", f"{CM}/no-status/status", {"status": {"x": "y"}}, "application/merge-patch+json")
+    assert (status, body["reason"]) == (404, "NotFound")
+    assert body["message"] == "the server could not find the requested resource"  # the resource, not the object
+    assert http("GET", f"{CM}/no-status/status")[0] == 404
+    _, cm = http("GET", f"{CM}/no-status")
+    assert "status" not in cm and cm["data"] == {"a": "1"}
 
 
 # --- watching -------------------------------------------------------------------------------------
@@ -334,7 +339,8 @@ def test_crd_registration_discovery_and_removal(http):
     _, resources = http("GET", "/apis/example.dev/v1")
     (gadgets,) = resources["resources"]
     assert gadgets == {"name": "gadgets", "singularName": "gadget", "namespaced": False, "kind": "Gadget",
-                       "verbs": gadgets["verbs"], "shortNames": ["gd"], "categories": ["all"]}
+                       "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                       "shortNames": ["gd"], "categories": ["all"]}
     status, obj = http("POST", "/apis/example.dev/v1/gadgets", {"metadata": {"name": "g1"}, "anything": 1})
     assert status == 201 and "namespace" not in obj["metadata"] and obj["anything"] == 1
     assert http("GET", "/apis/example.dev/v1/gadgets")[1]["kind"] == "GadgetList"
