@@ -462,6 +462,62 @@ def test_no_new_objects_in_a_terminating_namespace(http):
     assert http("GET", "/api/v1/namespaces/closing")[0] == 404
 
 
+# --- audit ----------------------------------------------------------------------------------------
+
+def test_audit_records_user_verb_and_resource_per_request(apiserver, http, tmp_path):
+    other = tmp_path / "other-kubeconfig"
+    apiserver.write_kubeconfig(other, token="second-client")
+    client = kubernetes.config.new_client_from_config(config_file=str(other))
+    try:
+        before = len(apiserver.audit)
+        core = CoreV1Api(client)
+        core.create_namespaced_config_map("default", {"metadata": {"name": "audited"}})
+        core.read_namespaced_config_map("audited", "default")
+        core.patch_namespaced_config_map("audited", "default", {"data": {"a": "1"}})
+        core.replace_namespaced_config_map("audited", "default", {"metadata": {"name": "audited"}})
+        core.list_namespaced_config_map("default")
+        core.read_namespace("default")
+        core.delete_namespaced_config_map("audited", "default")
+        core.delete_collection_namespaced_config_map("default", label_selector="audited=yes")
+        http.stream(f"{CM}?watch=true&timeoutSeconds=1")
+        http("PATCH", "/apis/batch/v1/namespaces/default/jobs/nothing/status", {"status": {}},
+             "application/merge-patch+json")
+        http("GET", "/api/v1")  # discovery is not a request to a resource: not recorded
+    finally:
+        client.close()
+    entries = [dict(e) for e in list(apiserver.audit)[before:]]  # read from the test's thread
+    cm = {"group": "", "version": "v1", "resource": "configmaps", "subresource": "", "namespace": "default"}
+    assert entries == [
+        {"user": "second-client", "verb": "create", **cm},
+        {"user": "second-client", "verb": "get", **cm},
+        {"user": "second-client", "verb": "patch", **cm},
+        {"user": "second-client", "verb": "update", **cm},
+        {"user": "second-client", "verb": "list", **cm},
+        {"user": "second-client", "verb": "get", **cm, "resource": "namespaces", "namespace": ""},
+        {"user": "second-client", "verb": "delete", **cm},
+        {"user": "second-client", "verb": "deletecollection", **cm},
+        {"user": "", "verb": "watch", **cm},
+        {"user": "", "verb": "patch", "group": "batch", "version": "v1", "resource": "jobs",
+         "subresource": "status", "namespace": "default"},
+    ]
+    # The default kubeconfig still carries the default token.
+    core = CoreV1Api(kubernetes.config.new_client_from_config(config_file=str(apiserver.kubeconfig)))
+    core.list_namespace()
+    assert apiserver.audit[-1] == {"user": "loom-local-token", "verb": "list", "group": "", "version": "v1",
+                                   "resource": "namespaces", "subresource": "", "namespace": ""}
+    core.api_client.close()
+
+
+def test_audit_is_bounded(apiserver, http, monkeypatch):
+    from loom.local import apiserver as module
+
+    monkeypatch.setattr(module, "AUDIT_LIMIT", len(apiserver.audit) + 5)
+    for _ in range(12):
+        http("GET", CM)
+    assert len(apiserver.audit) <= module.AUDIT_LIMIT
+    assert apiserver.audit[-1]["verb"] == "list"
+
+
 # --- real clients ------------------------------------------------------------------------------------
 
 KOPF_CRD = {

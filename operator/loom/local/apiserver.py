@@ -44,6 +44,8 @@ NS_KEY = ("", "namespaces")
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 SUBRESOURCE_VERBS = ["get", "patch", "update"]
 MAX_BODY = 64 * 1024 * 1024  # CRDs of real controllers (kubeflow, kserve) are far over aiohttp's 1 MiB
+AUDIT_LIMIT = 200_000  # audit entries kept (the oldest tenth goes when it is reached)
+DEFAULT_TOKEN = "loom-local-token"
 
 
 def _rt(group: str, version: str, plural: str, kind: str, *, namespaced: bool = True, status: bool = False,
@@ -123,6 +125,8 @@ class LoomKubernetes(KubernetesEmulator):
     """The request handler: every request is answered by ``_route`` over our own ``Store``."""
 
     store: Store = attrs.field(factory=Store, init=False)
+    # One entry per request to a resource (see ``_audit``); appended on the server's loop only.
+    audit: list[dict[str, str]] = attrs.field(factory=list)
     _request_ids: Iterator[int] = attrs.field(factory=itertools.count, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -182,6 +186,7 @@ class LoomKubernetes(KubernetesEmulator):
             if method != "GET":
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
             return self._json(self._discovery(group, version))
+        self._audit(request, method, group, version, namespace, plural, name, sub)
         rtype = self.store.find_type(group, version, plural)
         if rtype is None:
             raise not_found(None)
@@ -215,6 +220,24 @@ class LoomKubernetes(KubernetesEmulator):
         if method == "DELETE":
             return self._delete_collection(rtype, version, namespace, params)
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    def _audit(self, request: rendering.Request, method: str, group: str, version: str, namespace: str | None,
+               plural: str, name: str | None, sub: str | None) -> None:
+        """Record who asked for what, as the Kubernetes audit log's user, verb and objectRef do."""
+        if method == "GET":
+            watch = str(request.params.get("watch", "")).lower() in ("true", "1")
+            verb = "watch" if watch else "get" if name is not None else "list"
+        elif method == "DELETE":
+            verb = "delete" if name is not None else "deletecollection"
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+        auth = next((v for k, v in request.headers.items() if k.lower() == "authorization"), "")
+        scheme, _, token = str(auth).partition(" ")
+        entry = {"user": token.strip() if scheme.lower() == "bearer" else "", "verb": verb, "group": group,
+                 "version": version, "resource": plural, "subresource": sub or "", "namespace": namespace or ""}
+        if len(self.audit) >= AUDIT_LIMIT:
+            del self.audit[:max(AUDIT_LIMIT // 10, 1)]
+        self.audit.append(entry)  # one atomic append: readers in other threads see whole entries
 
     @staticmethod
     def _parse_path(path: str) -> tuple[str, str, str | None, str | None, str | None, str | None] | None:
@@ -771,9 +794,10 @@ class AsyncApiServer:
         self.port = port
         self.handler: LoomKubernetes | None = None
         self._runner: aiohttp.web.ServerRunner | None = None
+        self.audit: list[dict[str, str]] = []  # see LoomKubernetes._audit
 
     async def start(self) -> None:
-        self.handler = LoomKubernetes()
+        self.handler = LoomKubernetes(audit=self.audit)
         # aiohttp's own low-level server, not kmock's Server: that one patches aiohttp's DNS
         # resolution process-wide, which a kopf operator in the same process would also go through.
         self._runner = aiohttp.web.ServerRunner(_Server(self.handler), handle_signals=False)
@@ -794,12 +818,12 @@ class AsyncApiServer:
         return f"http://{self.host}:{self.port}"
 
 
-def write_kubeconfig(url: str, path: str | Path) -> None:
+def write_kubeconfig(url: str, path: str | Path, token: str = DEFAULT_TOKEN) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "loom-local", "cluster": {"server": url}}],
-        "users": [{"name": "loom-local", "user": {"token": "loom-local-token"}}],
+        "users": [{"name": "loom-local", "user": {"token": token}}],
         "contexts": [{"name": "loom-local", "context": {"cluster": "loom-local", "user": "loom-local",
                                                         "namespace": "default"}}],
         "current-context": "loom-local",
@@ -820,6 +844,11 @@ class EmbeddedApiServer:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        # One entry per request to a resource, oldest first, at most AUDIT_LIMIT:
+        # {"user": the bearer token or "", "verb": get|list|watch|create|update|patch|delete|deletecollection,
+        #  "group", "version", "resource" (plural), "subresource" (or ""), "namespace" (or "")}.
+        # Readable from any thread; take list(server.audit) for a stable snapshot.
+        self.audit: list[dict[str, str]] = self._server.audit
 
     def start(self) -> None:
         """Start serving; returns once the port accepts requests."""
@@ -865,9 +894,13 @@ class EmbeddedApiServer:
     def url(self) -> str:
         return self._server.url
 
-    def write_kubeconfig(self, path: str | Path) -> None:
-        """A kubeconfig with cluster, user and context "loom-local": plain HTTP, a dummy token."""
-        write_kubeconfig(self.url, path)
+    def write_kubeconfig(self, path: str | Path, token: str = DEFAULT_TOKEN) -> None:
+        """A kubeconfig with cluster, user and context "loom-local": plain HTTP, a bearer token.
+
+        The token is not checked; it names the client in ``audit`` (write one kubeconfig per
+        client whose requests should be told apart).
+        """
+        write_kubeconfig(self.url, path, token)
 
     def __enter__(self) -> "EmbeddedApiServer":
         self.start()
