@@ -15,6 +15,7 @@ from loom.local.operatorproc import OperatorProcess
 from loom.manifests import Applier, load
 
 ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_TOKEN = "loom-operator"
 
 
 class Env:
@@ -23,6 +24,12 @@ class Env:
         self.operator = operator
         self.applier = applier
         self.storage = Storage.from_env(cluster.s3_env)
+
+    def start_operator(self) -> OperatorProcess:
+        workdir = self.cluster.workdir
+        self.operator = OperatorProcess(workdir / "operator.kubeconfig", self.cluster.s3_env,
+                                        workdir / "operator.log", interval=0.5).start()
+        return self.operator
 
     def quickstart(self, name: str) -> list[dict[str, Any]]:
         return load(ROOT / "examples" / "quickstart" / name, demo.template_vars(self.cluster.s3_env))
@@ -54,8 +61,11 @@ def env(tmp_path_factory: pytest.TempPathFactory):
         applier = Applier(k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig)))
         demo.install_crds(applier)
         demo.upload_example_data(cluster.s3_env)
-        operator = OperatorProcess(cluster.kubeconfig, cluster.s3_env, workdir / "operator.log", interval=0.5).start()
+        # The operator gets its own token, so the API server's audit tells its calls apart.
+        cluster.apiserver.write_kubeconfig(workdir / "operator.kubeconfig", token=OPERATOR_TOKEN)
+        e = Env(cluster, None, applier)
+        e.start_operator()
         try:
-            yield Env(cluster, operator, applier)
+            yield e
         finally:
-            operator.stop()
+            e.operator.stop()

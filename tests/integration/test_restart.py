@@ -6,7 +6,6 @@ import copy
 import pytest
 
 from it_helpers import phase
-from loom.local.operatorproc import OperatorProcess
 
 pytestmark = pytest.mark.integration
 NS = "restart"
@@ -27,8 +26,7 @@ def test_operator_killed_mid_chain_converges_without_duplicates(env):
     env.wait("TrainingRun", "iris-mlp", lambda o: (o.get("status") or {}).get("jobName"), ns=NS, timeout=60)
 
     env.operator.kill()  # SIGKILL: no clean shutdown, whatever it was doing is cut off
-    env.operator = OperatorProcess(env.cluster.kubeconfig, env.cluster.s3_env,
-                                   env.operator.log_path, interval=0.5).start()
+    env.start_operator()
 
     ev = env.wait_phase("Evaluation", "iris-mlp-eval", {"Passed", "Failed"}, ns=NS, timeout=240)
     assert phase(ev) == "Passed", ev["status"]

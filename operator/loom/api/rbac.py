@@ -31,9 +31,9 @@ RBAC_NEEDS: tuple[RbacNeed, ...] = (
         RbacNeed(
             GROUP,
             plural,
-            frozenset({"get", "list", "watch", "patch"}),
+            frozenset({"list", "watch", "patch"} | ({"get"} if plural != "deployments" else set())),
             "kopf lists/watches cluster-wide and patches its finalizer and annotations; "
-            "the operator gets referenced objects",
+            "the operator gets the objects one refers to (nothing refers to a Deployment)",
         )
         for plural in _LOOM_PLURALS
     ),
