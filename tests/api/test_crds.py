@@ -55,6 +55,20 @@ CEL_EXAMPLES: dict[str, tuple[str, list[dict], list[dict]]] = {
             {"train": 0.7 - SPLIT_SUM_TOLERANCE * 2, "validation": 0.15, "test": 0.15},
         ],
     ),
+    "self.uri.startsWith('s3://') || self.uri.startsWith('https://') || self.uri.startsWith('http://')": (
+        "Guidelines",
+        [{"uri": "s3://b/guidelines.md", "version": "v1"}, {"uri": "https://wiki.example/labels", "version": "3"}],
+        [{"uri": "ftp://b/g.md", "version": "v1"}, {"uri": "/docs/g.md", "version": "v1"}],
+    ),
+    "!has(self.minGoldAccuracy) || has(self.gold)": (
+        "LabelJobSpec",
+        [
+            {"datasetRef": {"name": "d"}, "annotations": [{"uri": "s3://b/a.csv"}]},
+            {"datasetRef": {"name": "d"}, "annotations": [{"uri": "s3://b/a.csv"}], "gold": {"uri": "s3://b/g.csv"},
+             "minGoldAccuracy": 0.8},
+        ],
+        [{"datasetRef": {"name": "d"}, "annotations": [{"uri": "s3://b/a.csv"}], "minGoldAccuracy": 0.8}],
+    ),
     "has(self.min) || has(self.max)": (
         "Threshold",
         [{"metric": "accuracy", "min": 0.8}, {"metric": "accuracy", "max": 0.9}],
