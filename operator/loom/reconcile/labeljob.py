@@ -49,10 +49,14 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
                 "splits": ds_status["splits"],
             },
             "annotations": dumped["annotations"],
+            "guidelines": dumped.get("guidelines"),
+            "gold": dumped.get("gold"),
+            "minGoldAccuracy": dumped.get("minGoldAccuracy"),
             "labelColumn": dumped["labelColumn"],
             "metric": dumped["agreementMetric"],
             "minAgreement": dumped["minAgreement"],
             "adjudication": dumped["adjudication"],
+            "minConfidence": dumped.get("minConfidence"),
             "outputPrefix": settings.prefix(ns, "labels", name) + "/",
             "resultUri": result_uri(settings, body),
         }
@@ -67,18 +71,13 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
         sb.phase("Labelling", "JobRunning", f"label Job {job_name(body)} is running")
         return Plan(status=sb.build())
     if state == "failed":
-        sb.phase("Failed", "LabellingFailed", message, failed=True)
-        return Plan(status=sb.build(), events=[Event("Warning", "LabellingFailed", message)])
+        # the workload names what was wrong with the input (UnknownItems, NotEnoughAnnotators, ...)
+        reason = (result or {}).get("reason") or "LabellingFailed"
+        sb.phase("Failed", reason, message, failed=True)
+        return Plan(status=sb.build(), events=[Event("Warning", reason, message)])
 
     assert result is not None
-    sb.status.update(
-        {
-            "agreement": result.get("agreement"),
-            "annotators": list(result.get("annotators") or []),
-            "items": result.get("items"),
-            "ties": result.get("ties"),
-        }
-    )
+    sb.status.update(result_status(result))
     if not result.get("passed"):
         message = result.get("message") or "agreement is below spec.minAgreement"
         sb.phase("Failed", "AgreementBelowThreshold", message, failed=True)
@@ -86,14 +85,67 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
 
     sb.status.update({"version": result["version"], "classes": result.get("classes"), "splits": result["splits"]})
     agreement = result["agreement"]
-    message = f"{agreement['metric']} {agreement['value']:.3f} >= {float(dumped['minAgreement']):.2f}; labelled version {result['version'][:19]}"
+    queue = result.get("reviewQueue") or {}
+    message = (f"{agreement['metric']} {agreement['value']:.3f} >= {float(dumped['minAgreement']):.2f}; "
+               f"labelled version {result['version'][:19]}; {queue.get('items', 0)} item(s) in the review queue")
     sb.phase("Ready", "LabelsPublished", message, ready=True)
-    inputs = [{"uri": s["uri"], "digest": s["digest"]} for s in (observed.dataset or {}).get("status", {}).get("splits", {}).values()]
-    inputs += [{"uri": a["uri"], "digest": a["digest"]} for a in result.get("annotationDigests", [])]
-    lineage = LineageRecord(
-        kind="labeljob", name=name, run_key=run_key(body), inputs=inputs,
-        outputs=[{"uri": s["uri"], "digest": s["digest"]} for s in result["splits"].values()],
-        facets={"agreement": agreement, "adjudication": dumped["adjudication"]},
+    return Plan(status=sb.build(), events=[Event("Normal", "LabelsPublished", message)],
+                lineage=[lineage_record(body, observed, result, dumped)])
+
+
+MAX_PAIRS, MAX_LABELS = 45, 50  # status stays small; the label card keeps every figure
+
+
+def result_status(result: dict[str, Any]) -> dict[str, Any]:
+    """The status fields a finished label Job's result fills (passed or not)."""
+    figures = result.get("agreementFigures")
+    if figures:
+        cohen = dict(figures["cohenKappa"])
+        pairs = sorted(cohen.get("pairs") or [], key=lambda p: (p["value"] is not None, p["value"] or 0.0))
+        cohen.update(pairs=pairs[:MAX_PAIRS], pairsTotal=len(pairs))
+        figures = {**figures, "cohenKappa": cohen, "perLabel": (figures.get("perLabel") or [])[:MAX_LABELS]}
+    status = {
+        "agreement": result.get("agreement"),
+        "agreementFigures": figures,
+        "annotators": list(result.get("annotators") or []),
+        "excludedAnnotators": list(result.get("excludedAnnotators") or []),
+        "items": result.get("items"),
+        "ties": result.get("ties"),
+        "guidelines": result.get("guidelines"),
+        "gold": result.get("gold"),
+        "adjudication": result.get("adjudication"),
+        "reviewQueue": result.get("reviewQueue"),
+        "labelCard": result.get("labelCard"),
+    }
+    return {k: v for k, v in status.items() if v is not None}
+
+
+def _role(role: str, **extra: Any) -> dict[str, Any]:
+    return {"loom_role": {"role": role, **extra}}
+
+
+def lineage_record(body: dict[str, Any], observed: Observed, result: dict[str, Any], dumped: dict[str, Any]) -> LineageRecord:
+    """The labelled version's links: the raw dataset's splits, every annotation file, the gold
+    file and the guidelines (by digest where there is one) in; splits, label card and review queue out."""
+    ds_status = (observed.dataset or {}).get("status", {})
+    inputs = [{"uri": s["uri"], "digest": s["digest"], "facets": _role("dataset", version=ds_status.get("version"))}
+              for s in ds_status.get("splits", {}).values()]
+    inputs += [{"uri": a["uri"], "digest": a["digest"], "facets": _role("annotations", format=a.get("format", "csv"))}
+               for a in result.get("annotationDigests", [])]
+    if result.get("gold"):
+        inputs.append({"uri": result["gold"]["uri"], "digest": result["gold"]["digest"], "facets": _role("gold")})
+    if result.get("guidelines"):
+        g = result["guidelines"]
+        inputs.append({"uri": g["uri"], "digest": g.get("digest"), "facets": _role("guidelines", version=g["version"])})
+    outputs = [{"uri": s["uri"], "digest": s["digest"], "facets": _role("split")} for s in result["splits"].values()]
+    for key in ("labelCard", "reviewQueue"):
+        if result.get(key):
+            outputs.append({"uri": result[key]["uri"], "digest": result[key]["digest"],
+                            "facets": _role("label-card" if key == "labelCard" else "review-queue")})
+    return LineageRecord(
+        kind="labeljob", name=body["metadata"]["name"], run_key=run_key(body), inputs=inputs, outputs=outputs,
+        facets={"version": result["version"], "datasetVersion": ds_status.get("version"),
+                "agreement": result["agreement"], "adjudication": dumped["adjudication"],
+                "guidelines": result.get("guidelines"), "excludedAnnotators": result.get("excludedAnnotators") or []},
     )
-    return Plan(status=sb.build(), events=[Event("Normal", "LabelsPublished", message)], lineage=[lineage])
 

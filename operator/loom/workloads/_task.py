@@ -27,7 +27,14 @@ MAX_MESSAGE = 500
 
 
 class WorkloadError(Exception):
-    """An expected failure with a message fit for a status condition."""
+    """An expected failure with a message fit for a status condition.
+
+    ``reason`` (optional, CamelCase) is written beside the error so the planner
+    can give the Failed condition a specific reason."""
+
+    def __init__(self, message: str = "", reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
 
 
 def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
@@ -78,6 +85,8 @@ def execute(main: Callable[[dict, Storage], dict | None], task: dict[str, Any],
             raise
         traceback.print_exc(file=sys.stderr)
         error = {"error": error_message(exc)}
+        if getattr(exc, "reason", None):
+            error["reason"] = exc.reason
         if result_uri and publish_errors:
             try:
                 storage.put_json(result_uri, error)
