@@ -39,7 +39,7 @@ def upload_example_data(s3_env: dict[str, str]) -> None:
 
     storage = Storage.from_env(s3_env)
     storage.ensure_bucket("loom-examples")
-    for name in ("iris.csv", "annotations.csv"):
+    for name in ("iris.csv", "annotations.csv", "gold.csv", "guidelines.md"):
         storage.put_file(f"s3://loom-examples/quickstart/{name}", QUICKSTART / "data" / name)
 
 

@@ -282,3 +282,31 @@ def test_gold_errors(storage, ns):
 
     _fails(storage, label_task(ns, ds, [uris["annotations"]], guidelines={"uri": f"s3://loom/{ns}/nope.md", "version": "1"}),
            "GuidelinesUnreadable", "nope.md")
+
+
+def test_quickstart_example_spec(storage, ns):
+    """examples/quickstart/02-labeljob.yaml as the planner would send it: gold, guidelines, Dawid-Skene."""
+    import yaml
+
+    from wl_helpers import DATA, ROOT
+
+    uris, ds = _dataset(storage, ns)
+    spec = yaml.safe_load((ROOT / "examples/quickstart/02-labeljob.yaml").read_text())["spec"]
+    moved = {}
+    for name in ("annotations.csv", "gold.csv", "guidelines.md"):
+        moved[f"s3://loom-examples/quickstart/{name}"] = f"s3://loom/{ns}/sources/{name}"
+        storage.put_file(moved[f"s3://loom-examples/quickstart/{name}"], DATA / name)
+    task = _with(ns, ds, [{**a, "uri": moved[a["uri"]]} for a in spec["annotations"]],
+                 guidelines={**spec["guidelines"], "uri": moved[spec["guidelines"]["uri"]]},
+                 gold={"uri": moved[spec["gold"]["uri"]]}, minGoldAccuracy=spec["minGoldAccuracy"],
+                 metric=spec["agreementMetric"], minAgreement=spec["minAgreement"], labelColumn=spec["labelColumn"],
+                 adjudication=spec["adjudication"], minConfidence=spec["minConfidence"])
+    code, r = execute(label.main, task, storage)
+    assert code == 0 and r["passed"], r
+    assert r["excludedAnnotators"] == [] and r["gold"]["items"] == 15
+    assert r["agreement"]["metric"] == "fleiss_kappa"
+    from sklearn.datasets import load_iris
+    iris = load_iris()
+    truth = dict(zip(IDS, iris.target_names[iris.target]))
+    frame = pd.concat(pd.read_csv(io.BytesIO(storage.get_bytes(s["uri"]))) for s in r["splits"].values())
+    assert len(frame) >= 140 and (frame["species"] == frame["id"].map(truth)).mean() > 0.98

@@ -3,6 +3,7 @@
 iris.csv         id, sepal_length, sepal_width, petal_length, petal_width (no label)
 annotations.csv  item, annotator, label: three annotators who each agree with
                  the true species on 95%, 93% and 90% of items (seeded noise).
+gold.csv         item, label: 15 items with known answers (every 10th flower).
 
     python examples/quickstart/data/make_data.py [OUT_DIR]
 """
@@ -51,5 +52,17 @@ def make(out_dir: Path) -> None:
                 w.writerow([item, annotator, classes[label]])
 
 
+def make_gold(out_dir: Path) -> None:
+    """Every 10th flower with its true species: the LabelJob's gold set."""
+    iris = load_iris()
+    with open(out_dir / "gold.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["item", "label"])
+        for i in range(0, len(iris.target), 10):
+            w.writerow([f"iris-{i:03d}", str(iris.target_names[iris.target[i]])])
+
+
 if __name__ == "__main__":
-    make(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent)
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+    make(out)
+    make_gold(out)
