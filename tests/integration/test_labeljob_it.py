@@ -104,3 +104,23 @@ def test_annotations_for_unknown_items_fail_with_their_reason(env, namespace):
     failed = condition(lj, "Failed")
     assert failed["reason"] == "UnknownItems" and "tulip-7" in failed["message"]
     assert "splits" not in lj["status"] and "Traceback" not in failed["message"]
+
+
+@pytest.mark.parametrize("extra,words", [
+    ({"minGoldAccuracy": 0.8}, ["minGoldAccuracy needs a gold set"]),
+    ({"guidelines": {"uri": "ftp://x/g.md", "version": "1"}}, ["spec.guidelines.uri", "s3://, https:// or http://"]),
+    ({"adjudication": "coin-flip"}, ["spec.adjudication"]),
+    ({"annotations": [{"uri": "s3://b/a.xml", "format": "xml"}]}, ["spec.annotations[0].format"]),
+], ids=["gold-bound-without-gold", "guidelines-scheme", "adjudication-enum", "annotation-format"])
+def test_admission_refuses_bad_labeljob_specs(env, namespace, extra, words):
+    from kubernetes.dynamic.exceptions import DynamicApiError
+
+    manifest = labeljob("refused", [{"uri": f"{BUCKET}/chen.csv"}])
+    manifest["spec"].update(extra)
+    with pytest.raises(DynamicApiError) as err:
+        env.applier.apply(manifest)
+    assert err.value.status == 422
+    body = err.value.body.decode() if isinstance(err.value.body, bytes) else str(err.value.body)
+    message = json.loads(body)["message"]
+    for word in words:
+        assert word in message, message
