@@ -41,6 +41,34 @@ def test_dawid_skene_recovers_the_truth_where_majority_is_fooled():
     assert np.allclose(ds.posterior.sum(axis=1), 1)
 
 
+def test_gold_answers_anchor_dawid_skene_where_most_annotators_share_a_swap():
+    """Three of five annotators swap b and c. Without gold, "truth" and "truth with b and c
+    swapped" explain the labels equally well (same likelihood), and EM started from the
+    vote follows the three. Thirty gold answers (5% of the items) pick the right one."""
+    rng = np.random.default_rng(0)
+    n = 600
+    truth = rng.integers(0, 3, n)
+
+    def noisy(base, accuracy):
+        lab = base.copy()
+        wrong = rng.random(n) > accuracy
+        lab[wrong] = (base[wrong] + rng.integers(1, 3, wrong.sum())) % 3
+        return lab
+
+    swapped = np.array([0, 2, 1])[truth]
+    codes = np.stack([noisy(truth, 0.85), noisy(truth, 0.85)] + [noisy(swapped, 0.9) for _ in range(3)], axis=1)
+    known = np.full(n, -1)
+    gold = rng.choice(n, 30, replace=False)
+    known[gold] = truth[gold]
+    plain = adj.dawid_skene(codes, 3)
+    anchored = adj.dawid_skene(codes, 3, known=known)
+    assert (adj.majority(codes, 3).label == truth).mean() < 0.5
+    assert (plain.label == truth).mean() < 0.5
+    assert (anchored.label == truth).mean() > 0.95
+    assert (anchored.label[gold] == truth[gold]).all() and np.allclose(anchored.confidence[gold], 1)
+    assert anchored.log_likelihood[-1] == pytest.approx(plain.log_likelihood[-1], rel=1e-3)  # the twin optimum
+
+
 def test_majority_ties_are_never_guessed():
     codes = np.array([[0, 0, 1], [0, 1, -1], [2, 2, 2]])
     r = adj.majority(codes, 3)

@@ -69,23 +69,37 @@ def majority(codes: np.ndarray, n_classes: int) -> Adjudicated:
 
 
 def dawid_skene(codes: np.ndarray, n_classes: int, max_iter: int = 200, tol: float = 1e-7,
-                smoothing: float = 0.01) -> Adjudicated:
+                smoothing: float = 0.01, known: np.ndarray | None = None) -> Adjudicated:
     """EM over annotator confusion matrices. ``smoothing`` is a small Dirichlet
     pseudo-count that keeps every probability above 0 (a log of 0 would pin an
-    item's posterior forever after one surprising label)."""
+    item's posterior forever after one surprising label).
+
+    ``known`` (class index per item, -1 where unknown): gold answers. Their
+    posterior is held at the answer in every E-step, which anchors the confusion
+    matrices to the truth (EM alone cannot tell a class from a relabelling of it
+    when most annotators share a systematic swap)."""
     obs = one_hot(codes, n_classes)
     posterior = vote_shares(codes, n_classes)
+    anchored = np.zeros(len(codes), bool) if known is None else np.asarray(known) >= 0
+    if anchored.any():
+        gold = np.eye(n_classes)[np.asarray(known)[anchored]]
+        posterior[anchored] = gold
     history: list[float] = []
     iterations = 0
     for iterations in range(1, max_iter + 1):
-        # M-step: class priors and each annotator's confusion matrix pi[j, true, given]
-        priors = (posterior.sum(axis=0) + smoothing) / (len(posterior) + smoothing * n_classes)
-        counts = np.einsum("ic,ijk->jck", posterior, obs) + smoothing
+        # M-step: class priors and each annotator's confusion matrix pi[j, true, given].
+        # With gold answers the first M-step learns from them alone: EM starts from
+        # confusion matrices measured against the truth rather than against the vote.
+        weights = posterior * anchored[:, None] if iterations == 1 and anchored.any() else posterior
+        priors = (weights.sum(axis=0) + smoothing) / (weights.sum() + smoothing * n_classes)
+        counts = np.einsum("ic,ijk->jck", weights, obs) + smoothing
         confusion = counts / counts.sum(axis=2, keepdims=True)
         # E-step: log P(true = c | labels) = log prior_c + sum_j log pi[j, c, given_j] + const
         log_post = np.log(priors)[None, :] + np.einsum("ijk,jck->ic", obs, np.log(confusion))
         norm = np.logaddexp.reduce(log_post, axis=1, keepdims=True)
         posterior = np.exp(log_post - norm)
+        if anchored.any():
+            posterior[anchored] = gold
         history.append(float(norm.sum()))
         if len(history) > 1 and abs(history[-1] - history[-2]) <= tol * abs(history[-2]):
             break
@@ -99,9 +113,9 @@ def entropy(posterior: np.ndarray) -> np.ndarray:
     return -(np.where(posterior > 0, posterior * np.log2(p), 0.0)).sum(axis=1)
 
 
-def adjudicate(codes: np.ndarray, n_classes: int, method: str) -> Adjudicated:
+def adjudicate(codes: np.ndarray, n_classes: int, method: str, known: np.ndarray | None = None) -> Adjudicated:
     if method == "majority":
         return majority(codes, n_classes)
     if method == "dawid-skene":
-        return dawid_skene(codes, n_classes)
+        return dawid_skene(codes, n_classes, known=known)
     raise ValueError(f"unknown adjudication {method!r} (majority or dawid-skene)")

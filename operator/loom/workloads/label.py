@@ -202,8 +202,9 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
         return result
 
     # -- adjudication, review queue ------------------------------------------------------------
-    decided = adj.adjudicate(ratings.codes, ratings.n_classes, method)
     is_gold = np.array([item in gold for item in ratings.items], dtype=bool)
+    known = np.array([ratings.classes.index(gold[item]) if item in gold else -1 for item in ratings.items], dtype=np.int64)
+    decided = adj.adjudicate(ratings.codes, ratings.n_classes, method, known=known)
     low = ~decided.tie & (decided.confidence < min_confidence) if min_confidence is not None else np.zeros(len(ratings.items), bool)
     review = (decided.tie | low) & ~is_gold
     labels = {ratings.items[i]: ratings.classes[decided.label[i]] for i in np.nonzero(~review & ~decided.tie)[0]}
