@@ -96,3 +96,12 @@ def test_gate_metric_auto():
     assert agr.gate_metric("auto", CODES) == "krippendorff"  # some labels missing
     assert agr.gate_metric("auto", CODES[(CODES >= 0).all(axis=1)]) == "fleiss"
     assert agr.gate_metric("fleiss", CODES) == "fleiss"
+
+
+def test_per_label_keeps_the_most_used_labels():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 8, (200, 3))
+    codes[codes == 7] = 0  # label 7 never used
+    per = agr.per_label(codes, A, [f"l{i}" for i in range(8)], limit=5)
+    assert len(per) == 5 and "l7" not in [p["label"] for p in per]
+    assert [p["label"] for p in per] == sorted(p["label"] for p in per)

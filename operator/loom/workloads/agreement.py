@@ -100,10 +100,17 @@ def overall(codes: np.ndarray, annotators: list[str], n_classes: int) -> dict[st
     }
 
 
-def per_label(codes: np.ndarray, annotators: list[str], classes: list[str]) -> list[dict[str, Any]]:
-    """One-vs-rest: for each label, agreement on "this label or not"."""
+MAX_LABELS = 50
+
+
+def per_label(codes: np.ndarray, annotators: list[str], classes: list[str], limit: int = MAX_LABELS) -> list[dict[str, Any]]:
+    """One-vs-rest: for each label, agreement on "this label or not". With more than
+    ``limit`` labels, the ``limit`` most used ones (each costs a full pass of every statistic)."""
+    used = np.bincount(codes[codes >= 0], minlength=len(classes))
+    chosen = sorted(np.argsort(-used, kind="stable")[:limit].tolist())
     out = []
-    for c, label in enumerate(classes):
+    for c in chosen:
+        label = classes[c]
         binary = np.where(codes >= 0, (codes == c).astype(np.int64), -1)
         figures = overall(binary, annotators, 2)
         out.append({

@@ -88,6 +88,8 @@ def review_queue(ratings: annot.Ratings, result: adj.Adjudicated, review: np.nda
             "confidence": round(float(result.confidence[i]), 6),
             "entropy": round(float(entropy[i]), 6),
             "votes": {ratings.classes[k]: int(votes[i, k]) for k in np.nonzero(votes[i])[0]},
+            "labels": {ratings.annotators[j]: ratings.classes[ratings.codes[i, j]]
+                       for j in np.nonzero(ratings.codes[i] >= 0)[0]},
             "posterior": {ratings.classes[k]: round(float(result.posterior[i, k]), 6)
                           for k in np.argsort(-result.posterior[i]) if result.posterior[i, k] >= 5e-7},
         })
