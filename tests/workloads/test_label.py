@@ -204,10 +204,13 @@ def test_labelstudio_gold_and_dawid_skene(storage, ns):
     card = storage.get_json(r["labelCard"]["uri"])
     assert card["guidelines"]["version"] == "v2" and card["adjudication"]["method"] == "dawid-skene"
     assert [a["name"] for a in card["annotators"] if a["excluded"]] == ["p1", "p2"]
+    before = card["agreement"]["beforeExclusion"]
+    assert before["fleissKappa"] is not None and before["fleissKappa"] != r["agreementFigures"]["fleissKappa"]["value"]
     assert card["gold"]["digest"] == storage.sha256(gold)
     assert {a["uri"] for a in card["annotationFiles"]} == {ls, extra}
     md = storage.get_bytes(r["labelCard"]["markdownUri"]).decode()
     assert "v2" in md and "dawid-skene" in md and "accuracy 0.667 < minGoldAccuracy 0.75" in md
+    assert "Before the gold exclusions" in md
     # the version depends on the guideline version too
     code, r2 = execute(label.main, {**task, "guidelines": {"uri": guidelines, "version": "v3"},
                                     "resultUri": task["resultUri"] + ".2"}, storage)

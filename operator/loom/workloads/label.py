@@ -269,7 +269,8 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
         "annotationFiles": annotation_digests,
         "annotators": _annotator_rows(ann, gold_status, excluded),
         "agreement": {"gate": {"metric": metric_name, "value": value, "minAgreement": min_agreement},
-                      "items": result["agreementItems"], "figures": figures},
+                      "items": result["agreementItems"], "figures": figures,
+                      **({"beforeExclusion": _before_exclusion(ann, classes_all)} if excluded else {})},
         "gold": gold_status,
         "adjudication": {**adjudication, "minConfidence": min_confidence,
                          **({"confusion": _confusion(ratings, decided)} if decided.confusion is not None else {})},
@@ -296,6 +297,13 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
         splits=refs,
     )
     return result
+
+
+def _before_exclusion(ann: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
+    """Overall figures with every annotator, gold-excluded ones included: what the exclusion changed."""
+    everyone = annot.Ratings.from_long(ann, sorted(set(ann["label"]) | set(classes)))
+    figs = agr.overall(everyone.codes, everyone.annotators, everyone.n_classes)
+    return {k: v["value"] for k, v in figs.items()}
 
 
 def _annotator_rows(ann: pd.DataFrame, gold_status: dict | None, excluded: list[str]) -> list[dict[str, Any]]:

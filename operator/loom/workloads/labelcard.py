@@ -33,7 +33,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| Cohen's kappa (mean over pairs) | {_f(figs['cohenKappa']['value'])} | {figs['cohenKappa']['items']} |",
         f"| Fleiss' kappa | {_f(figs['fleissKappa']['value'])} | {figs['fleissKappa']['items']} |",
         f"| Krippendorff's alpha (nominal) | {_f(figs['krippendorffAlpha']['value'])} | {figs['krippendorffAlpha']['items']} |",
-        "",
+        *([f"Before the gold exclusions (every annotator): Cohen {_f(before['cohenKappa'])}, "
+           f"Fleiss {_f(before['fleissKappa'])}, Krippendorff {_f(before['krippendorffAlpha'])}.", ""]
+          if (before := card["agreement"].get("beforeExclusion")) else [""]),
         "Per label (one-vs-rest):",
         "",
         "| label | Cohen | Fleiss | Krippendorff |",
