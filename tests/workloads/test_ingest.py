@@ -52,9 +52,11 @@ def test_prefix_source(storage, ns):
     assert r["rows"] == 150 and len(r["objects"]) == 2
 
 
-def _err(storage, ns, task):
+def _err(storage, ns, task, reason=None):
     code, r = execute(ingest.main, task, storage)
-    assert code == 1 and set(r) == {"error"}
+    assert code == 1 and set(r) <= {"error", "reason"} and "error" in r
+    if reason:
+        assert r.get("reason") == reason, r
     assert storage.get_json(task["resultUri"]) == r
     assert "\n" not in r["error"] and "Traceback" not in r["error"]
     return r["error"]
@@ -62,17 +64,19 @@ def _err(storage, ns, task):
 
 def test_ingest_errors(storage, ns):
     base = f"s3://loom/{ns}/bad"
-    assert "not found: " + f"{base}/nope.csv" in _err(storage, ns, ingest_task(ns, [f"{base}/nope.csv"]))
-    assert "no objects under prefix" in _err(storage, ns, ingest_task(ns, [f"{base}/empty/"]))
+    assert "not found: " + f"{base}/nope.csv" in _err(storage, ns, ingest_task(ns, [f"{base}/nope.csv"]), "SourceNotFound")
+    assert "no objects under prefix" in _err(storage, ns, ingest_task(ns, [f"{base}/empty/"]), "SourceNotFound")
     storage.put_bytes(f"{base}/malformed.csv", b'id,a,b\n1,2,3\n2,"4,5\n3,4,5,6,7\n')
-    assert "malformed CSV" in _err(storage, ns, ingest_task(ns, [f"{base}/malformed.csv"]))
+    assert "malformed CSV" in _err(storage, ns, ingest_task(ns, [f"{base}/malformed.csv"]), "MalformedInput")
     storage.put_bytes(f"{base}/noid.csv", b"key,a\n1,2\n2,3\n")
-    assert "id column 'id' not found" in _err(storage, ns, ingest_task(ns, [f"{base}/noid.csv"]))
+    assert "id column 'id' not found" in _err(storage, ns, ingest_task(ns, [f"{base}/noid.csv"]), "MissingColumn")
     storage.put_bytes(f"{base}/dup.csv", b"id,a\n1,2\n2,3\n1,4\n" + b"".join(b"%d,1\n" % i for i in range(3, 30)))
-    assert "duplicate id" in _err(storage, ns, ingest_task(ns, [f"{base}/dup.csv"]))
+    assert "duplicate id" in _err(storage, ns, ingest_task(ns, [f"{base}/dup.csv"]), "DuplicateId")
     storage.put_bytes(f"{base}/tiny.csv", b"id,a\n1,2\n2,3\n3,4\n")
-    msg = _err(storage, ns, ingest_task(ns, [f"{base}/tiny.csv"]))
+    msg = _err(storage, ns, ingest_task(ns, [f"{base}/tiny.csv"]), "EmptySplit")
     assert "would be empty" in msg
+    # nothing was published for any of them
+    assert storage.list(f"s3://loom/{ns}/datasets/") == []
 
 
 def test_ingest_as_subprocess(s3, storage, ns):
@@ -85,4 +89,5 @@ def test_ingest_as_subprocess(s3, storage, ns):
     proc = run_module("loom.workloads.ingest", bad, s3.env())
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr  # logged, not in the result
-    assert storage.get_json(bad["resultUri"]) == {"error": f"source object not found: s3://loom/{ns}/nothing.csv"}
+    assert storage.get_json(bad["resultUri"]) == {"error": f"source object not found: s3://loom/{ns}/nothing.csv",
+                                                  "reason": "SourceNotFound"}

@@ -78,6 +78,8 @@ def execute(main: Callable[[dict, Storage], dict | None], task: dict[str, Any],
             raise
         traceback.print_exc(file=sys.stderr)
         error = {"error": error_message(exc)}
+        if getattr(exc, "reason", None):  # a DataError: the condition reason for the resource
+            error["reason"] = exc.reason
         if result_uri and publish_errors:
             try:
                 storage.put_json(result_uri, error)
