@@ -174,3 +174,20 @@ def test_frozen_test_with_random_split_excludes_rows_by_hash():
     assert splits.leakage(parts, "id")["rowOverlap"] == 0
     n = len(df) - excluded
     assert len(parts["train"]) == round(n * 0.7 / 0.85)  # train/validation keep their ratio
+
+
+def test_frozen_test_with_time_split_drops_no_row_silently():
+    df = patients(30)
+    cut = {"validation": "2024-06-01T00:00:00Z", "test": "2024-10-01T00:00:00Z"}
+    first = splits.split_time(df, "id", "ts", cut)
+    more = patients(30, seed=2)
+    more["id"] = "n" + more["id"]
+    new = pd.concat([df, more], ignore_index=True)
+    # a later version whose own test cutoff is earlier than the frozen test's start
+    spec = {"strategy": "time", "timeColumn": "ts", "cutoffs": {"validation": "2024-06-01T00:00:00Z", "test": "2024-08-01T00:00:00Z"}}
+    parts, excluded = splits.assign(new, spec, "id", None, frozen_test=first["test"])
+    assert len(parts["train"]) + len(parts["validation"]) + excluded == len(new)
+    start = pd.to_datetime(first["test"]["ts"], utc=True).min()
+    assert excluded == int((pd.to_datetime(new["ts"], utc=True) >= start).sum())
+    report = splits.leakage(parts, "id", "ts")
+    assert report["timeOrderViolations"] == 0 and report["rowOverlap"] == 0

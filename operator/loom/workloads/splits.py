@@ -210,13 +210,15 @@ def assign(df: pd.DataFrame, split: dict[str, Any], id_col: str, label_col: str 
     if strategy == "random":
         parts = split_random(df, fractions, seed, id_col)
     elif strategy == "stratified":
-        parts = split_stratified(df, fractions, seed, id_col, split.get("stratifyColumn") or label_col or "")
+        parts = split_stratified(df, fractions, seed, id_col, label_col or "")
     elif strategy == "group":
         parts = split_group(df, fractions, seed, id_col, split.get("groupColumn") or "")
     elif strategy == "time":
         cutoffs = dict(split.get("cutoffs") or {})
         if frozen_test is not None:
-            cutoffs.setdefault("test", "9999-12-31T00:00:00Z")
+            # the frozen test replaces the test period: everything from cutoffs.validation
+            # on (and before the frozen test's start, see above) is validation
+            cutoffs["test"] = "9999-12-31T00:00:00Z"
         parts = split_time(df, id_col, split.get("timeColumn") or "", cutoffs, names)
     else:
         raise DataError("InvalidSpec", f"unknown split strategy {strategy!r}")
