@@ -32,14 +32,19 @@ DEFAULT_FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
 # -- row hashes and duplicates ------------------------------------------------
 
 def row_hashes(df: pd.DataFrame) -> pd.Series:
-    """sha256 of each row's canonical JSON (columns by name, so column order never matters)."""
-    cols = sorted(df.columns)
-    values = df[cols].astype(object).where(df[cols].notna(), None).to_numpy().tolist()
-    return pd.Series(
-        [hashlib.sha256(json.dumps(dict(zip(cols, row)), separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-         for row in values],
-        index=df.index, dtype=object,
-    )
+    """sha256 of each row: the column names (sorted, so column order never matters), then
+    every cell length-prefixed (``<len>:<text>``, ``-`` for null), so the encoding is unambiguous."""
+    cols = sorted(map(str, df.columns))
+    joined: pd.Series | None = None
+    for col in cols:
+        values = df[col]
+        text = values.astype(str)
+        cell = (text.str.len().astype(str) + ":" + text).where(values.notna(), "-")
+        joined = cell if joined is None else joined + "|" + cell
+    prefix = json.dumps(cols, ensure_ascii=False) + "\n"
+    rows = joined.tolist() if joined is not None else [""] * len(df)
+    return pd.Series([hashlib.sha256((prefix + r).encode("utf-8")).hexdigest() for r in rows],
+                     index=df.index, dtype=object)
 
 
 def drop_duplicates(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
