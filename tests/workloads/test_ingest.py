@@ -205,6 +205,9 @@ def test_time_split_and_frozen_test_reuse(storage, ns):
     assert second["frozenTest"]["from"] == "t1"
     assert second["excludedRows"] == sum(1 for r in rows + more if r["ts"] >= cut["test"])
     assert second["leakage"]["rowOverlap"] == 0 and second["leakage"]["timeOrderViolations"] == 0
+    report = storage.get_json(second["report"]["uri"])
+    assert report["rows"] == second["rows"] == sum(s["rows"] for s in second["splits"].values())
+    assert report["excludedRows"] == second["excludedRows"]
 
 
 def test_drift_against_a_baseline_version(storage, ns):

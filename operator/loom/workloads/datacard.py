@@ -89,7 +89,8 @@ def markdown(card: dict[str, Any]) -> str:
         out += ["No schema declared; types below are inferred.", ""]
     out += ["## Statistics", "",
             f"{stats['rowsRead']} rows read, {stats['duplicatesRemoved']} exact duplicates removed, "
-            f"{stats['excludedRows']} rows excluded (in the frozen test split), {stats['rows']} rows kept, "
+            f"{stats['excludedRows']} new rows kept out because they fall in the frozen test split "
+            f"(its rows, entities or period), {stats['rows']} rows published, "
             f"{stats['nulls']} empty cells.", ""]
     out += _table(["column", "type", "nulls", "distinct", "min", "max", "mean", "top values"],
                   [[n, c["type"], c["nulls"], c["distinct"], c.get("min"), c.get("max"), c.get("mean"),

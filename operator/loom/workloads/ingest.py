@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -163,7 +164,7 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
     entity_col = split.get("groupColumn") if strategy == "group" else id_col
     leak = splits_mod.leakage(parts, entity_col, split.get("timeColumn") if strategy == "time" else None)
     splits_mod.check_leakage(leak, strategy)
-    kept = pd.concat([parts["train"], parts["validation"]] + ([] if frozen else [parts["test"]]), ignore_index=True)
+    published = pd.concat([parts[n] for n in SPLITS], ignore_index=True)  # the frozen test's rows included
 
     # 4. drift and the report
     types = schema_mod.column_types(data, declared)
@@ -176,7 +177,7 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
                          **drift.compare(base_rows, data, types, skip, task.get("drift"))}
         if drift_figures["detected"] and (task.get("drift") or {}).get("failOnDrift"):
             raise DataError("DriftDetected", drift_summary_message(drift_figures))
-    report = datacard.data_report(kept, types, rows_read, duplicates, excluded)
+    report = datacard.data_report(published, types, rows_read, duplicates, excluded)
 
     # 5. publish: everything is computed; now write
     blobs = {name: to_csv_bytes(parts[name]) for name in SPLITS}
@@ -243,8 +244,6 @@ def main(task: dict[str, Any], storage: Storage) -> dict[str, Any]:
 
 
 def datacard_bytes(obj: Any) -> bytes:
-    import json
-
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
