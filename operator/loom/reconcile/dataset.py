@@ -228,6 +228,8 @@ def ready(body: dict[str, Any], sb: StatusBuilder, task: dict[str, Any], result:
     sb.phase("Ready", "Ingested", message, ready=True)
     events = [Event("Normal", "Ready", message)]
     drift = result.get("drift")
+    if not drift:  # no baseline this time: an older generation's drift verdict does not apply
+        sb.status["conditions"] = [c for c in sb.status["conditions"] if c.get("type") != "DriftDetected"]
     if drift:
         sb.condition("DriftDetected", bool(drift.get("detected")), "DriftDetected" if drift.get("detected") else "NoDrift",
                      drift.get("message") or "")
