@@ -36,7 +36,6 @@ from .formats import FORMATS, read_frame
 from .hashing import copy_hashing, http_chunks
 
 log = logging.getLogger("loom.workloads.ingest")
-DEFAULT_FRACTIONS = splits_mod.DEFAULT_FRACTIONS
 
 
 def is_http(uri: str) -> bool:
