@@ -129,7 +129,11 @@ def _ref(body: dict[str, Any], field: str) -> str | None:
 
 
 def observe_dataset(c: Cluster, body: dict[str, Any]):
-    return _step(c, body, dataset.job_name(body))
+    base = _step(c, body, dataset.job_name(body))
+    ns, spec = body["metadata"]["namespace"], body.get("spec") or {}
+    return dataset.Observed(job=base.job, result=base.result, result_error=base.result_error,
+                            frozen_from=c.loom("Dataset", ns, _ref({"spec": spec.get("split")}, "frozenTestFrom")),
+                            baseline=c.loom("Dataset", ns, _ref({"spec": spec.get("drift")}, "baselineFrom")))
 
 
 def observe_labeljob(c: Cluster, body: dict[str, Any]):

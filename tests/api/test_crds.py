@@ -17,7 +17,7 @@ import yaml
 from loom.api import KINDS, parse_spec, status_dict
 from loom.api import crdgen
 from loom.api.common import DIGEST_PATTERN, LoomModel, StatusModel
-from loom.api.dataset import SPLIT_SUM_TOLERANCE, SplitSpec
+from loom.api.dataset import DATASET_URI_RULE, SPLIT_IMMUTABLE_RULE, SPLIT_SUM_TOLERANCE, SplitSpec
 
 from .examples import SPECS
 
@@ -82,6 +82,66 @@ CEL_EXAMPLES: dict[str, tuple[str, list[dict], list[dict]]] = {
             {"metric": "f1_macro", "min": 0.7, "max": 0.7},
         ],
         [{"metric": "f1_macro", "min": 0.9, "max": 0.5}],
+    ),
+}
+
+_SRC = {"uri": "s3://b/k.csv", "provenance": PROVENANCE}
+_CUTOFFS = {"validation": "2024-01-01T00:00:00Z", "test": "2024-06-01T00:00:00Z"}
+CEL_EXAMPLES.update({
+    DATASET_URI_RULE.rule: (
+        "DatasetSource",
+        [{"uri": "s3://bucket/key.csv"}, {"uri": "https://example.com/d.parquet"}, {"uri": "http://127.0.0.1:8000/d.jsonl"}],
+        [{"uri": "ftp://x/y.csv"}, {"uri": "/data/x.csv"}, {"uri": "S3://b/k"}],
+    ),
+    "self.strategy != 'group' || has(self.groupColumn)": (
+        "SplitSpec",
+        [{"strategy": "group", "groupColumn": "patient"}, {"strategy": "random"}],
+        [{"strategy": "group"}],
+    ),
+    "self.strategy != 'time' || (has(self.timeColumn) && has(self.cutoffs))": (
+        "SplitSpec",
+        [{"strategy": "time", "timeColumn": "ts", "cutoffs": _CUTOFFS}, {"strategy": "group", "groupColumn": "g"}],
+        [{"strategy": "time", "timeColumn": "ts"}, {"strategy": "time", "cutoffs": _CUTOFFS}],
+    ),
+    "timestamp(self.validation) < timestamp(self.test)": (
+        "TimeCutoffs",
+        [_CUTOFFS],
+        [{"validation": "2024-06-01T00:00:00Z", "test": "2024-06-01T00:00:00Z"},
+         {"validation": "2024-06-01T00:00:00Z", "test": "2024-01-01T00:00:00Z"}],
+    ),
+    "!(has(self.min) && has(self.max)) || self.min <= self.max": (
+        "ColumnSchema",
+        [{"column": "a", "type": "number", "min": 0, "max": 1}, {"column": "a", "type": "integer", "min": 3},
+         {"column": "a", "type": "number", "min": 1, "max": 1}],
+        [{"column": "a", "type": "number", "min": 2, "max": 1}],
+    ),
+    "(!has(self.min) && !has(self.max)) || self.type == 'integer' || self.type == 'number'": (
+        "ColumnSchema",
+        [{"column": "a", "type": "integer", "max": 9}, {"column": "a", "type": "string"}],
+        [{"column": "a", "type": "string", "max": 3}, {"column": "a", "type": "timestamp", "min": 0}],
+    ),
+    "self.split.strategy != 'stratified' || has(self.labelColumn)": (
+        "DatasetSpec",
+        [{"sources": [_SRC], "split": {"strategy": "stratified"}, "labelColumn": "species"},
+         {"sources": [_SRC], "split": {"strategy": "random"}}],
+        [{"sources": [_SRC], "split": {"strategy": "stratified"}}],
+    ),
+})
+
+#: Transition rules (they read oldSelf, so only run on updates): rule -> (model, good (old, new), bad (old, new)).
+#: Their Python mirror is in the planner (it has the old state), not in the model.
+CEL_TRANSITION_EXAMPLES: dict[str, tuple[str, list[tuple[dict, dict]], list[tuple[dict, dict]]]] = {
+    SPLIT_IMMUTABLE_RULE.rule: (
+        "SplitSpec",
+        [({"strategy": "random", "seed": 1, "train": 0.7, "validation": 0.15, "test": 0.15},
+          {"strategy": "random", "seed": 1, "train": 0.7, "validation": 0.15, "test": 0.15}),
+         ({"strategy": "group", "groupColumn": "g", "frozenTestFrom": {"name": "a"}},
+          {"strategy": "group", "groupColumn": "g", "frozenTestFrom": {"name": "a"}})],
+        [({"strategy": "random", "seed": 1}, {"strategy": "random", "seed": 2}),
+         ({"strategy": "random", "train": 0.7, "validation": 0.15, "test": 0.15},
+          {"strategy": "random", "train": 0.6, "validation": 0.25, "test": 0.15}),
+         ({"strategy": "group", "groupColumn": "g"}, {"strategy": "group", "groupColumn": "h"}),
+         ({"strategy": "random"}, {"strategy": "random", "frozenTestFrom": {"name": "a"}})],
     ),
 }
 
@@ -350,10 +410,13 @@ def coerce(schema: dict, value: Any) -> Any:
     return value
 
 
-def evaluate(rule: str, node: dict, obj: dict) -> bool:
+def evaluate(rule: str, node: dict, obj: dict, old: dict | None = None) -> bool:
     env = celpy.Environment()
     program = env.program(env.compile(rule))
-    return bool(program.evaluate({"self": celpy.json_to_cel(coerce(node, obj))}))
+    activation = {"self": celpy.json_to_cel(coerce(node, obj))}
+    if old is not None:
+        activation["oldSelf"] = celpy.json_to_cel(coerce(node, old))
+    return bool(program.evaluate(activation))
 
 
 def test_there_are_cel_rules_where_the_design_wants_them() -> None:
@@ -380,7 +443,7 @@ def test_status_digests_have_the_digest_pattern(kind: str) -> None:
 
 def test_every_cel_example_belongs_to_a_rule() -> None:
     """No examples for rules that no CRD has any more."""
-    assert {rule["rule"] for _, _, _, rule in cel_rules()} == set(CEL_EXAMPLES)
+    assert {rule["rule"] for _, _, _, rule in cel_rules()} == set(CEL_EXAMPLES) | set(CEL_TRANSITION_EXAMPLES)
 
 
 @pytest.mark.parametrize(
@@ -389,6 +452,13 @@ def test_every_cel_example_belongs_to_a_rule() -> None:
     ids=[f"{k}{p}:{r['rule'][:30]}" for k, p, _, r in cel_rules()],
 )
 def test_cel_rule(kind: str, path: str, node: dict, rule: dict) -> None:
+    if rule["rule"] in CEL_TRANSITION_EXAMPLES:
+        _, good_pairs, bad_pairs = CEL_TRANSITION_EXAMPLES[rule["rule"]]
+        for old, new in good_pairs:
+            assert evaluate(rule["rule"], node, new, old) is True, (kind, path, old, new)
+        for old, new in bad_pairs:
+            assert evaluate(rule["rule"], node, new, old) is False, (kind, path, old, new)
+        return
     assert rule["rule"] in CEL_EXAMPLES, f"{kind}{path}: add good/bad examples for {rule['rule']!r}"
     assert rule["message"].strip()
     if "fieldPath" in rule:
@@ -431,6 +501,8 @@ def test_python_validators_mirror_cel(model_name: str) -> None:
     """parse_spec refuses what the API server's CEL refuses, and accepts what it accepts."""
     model = _cel_models()[model_name]
     for cel in model.cel_rules:
+        if cel.rule in CEL_TRANSITION_EXAMPLES:
+            continue  # needs the old object: mirrored by the planner (tests/reconcile)
         owner, good, bad = CEL_EXAMPLES[cel.rule]
         assert owner in ("any", model_name)
         for obj in good:

@@ -34,6 +34,7 @@ from loom.api import (
     status_dict,
 )
 
+from loom.api.dataset import DATASET_URI_RULE
 from loom.api.common import MAX_URI_LENGTH, S3_URI_RULE, S3Source
 
 from .examples import SPECS
@@ -201,10 +202,12 @@ def test_unknown_field_is_named() -> None:
 
 def test_source_uri_must_be_s3() -> None:
     spec = copy.deepcopy(SPECS["Dataset"])
-    spec["sources"][0]["uri"] = "https://example.com/iris.csv"
+    spec["sources"][0]["uri"] = "ftp://example.com/iris.csv"
     msg = bad("Dataset", spec)
     assert msg.startswith("spec.sources[0].uri: must start with s3://")
-    assert "https://example.com/iris.csv" in msg
+    assert "ftp://example.com/iris.csv" in msg
+    spec["sources"][0]["uri"] = "https://example.com/iris.csv"  # a Dataset may read a URL
+    parse_spec("Dataset", spec)
     msg = bad("LabelJob", edited("LabelJob", annotations=[{"uri": "/tmp/a.csv"}]))
     assert msg.startswith("spec.annotations[0].uri: must start with s3://")
     # One S3Source declares the bounds, the CEL rule and its mirror for both.
@@ -214,8 +217,12 @@ def test_source_uri_must_be_s3() -> None:
     msg = bad("LabelJob", edited("LabelJob", annotations=[{"uri": too_long}]))
     assert msg.startswith("spec.annotations[0].uri: string should have at most")
     for source in (DatasetSource, AnnotationSource):
-        assert issubclass(source, S3Source) and source.cel_rules == (S3_URI_RULE,)
+        assert issubclass(source, S3Source)
         assert source.model_fields["uri"].description != S3Source.model_fields["uri"].description
+    assert AnnotationSource.cel_rules == (S3_URI_RULE,)
+    assert DatasetSource.cel_rules == (DATASET_URI_RULE,)  # s3:// or http(s)://, Dataset only
+    msg = bad("LabelJob", edited("LabelJob", annotations=[{"uri": "https://example.com/a.csv"}]))
+    assert msg.startswith("spec.annotations[0].uri: must start with s3://")
 
 
 def test_provenance_is_required_and_checked() -> None:

@@ -84,7 +84,7 @@ def test_missing_source_object_fails_the_dataset_naming_it(env, namespace):
     env.applier.apply(obj("Dataset", "ghost", with_(DATASET, ["sources", 0, "uri"], "s3://loom-examples/nope.csv")))
     ds = env.wait_phase("Dataset", "ghost", "Failed", ns=NS, timeout=60)
     failed = condition(ds, "Failed")
-    assert failed["reason"] == "IngestFailed" and "s3://loom-examples/nope.csv" in failed["message"]
+    assert failed["reason"] == "SourceNotFound" and "s3://loom-examples/nope.csv" in failed["message"]
     assert "Traceback" not in failed["message"]
 
 

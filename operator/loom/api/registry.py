@@ -71,9 +71,10 @@ KINDS: dict[str, KindInfo] = {
             spec_model=DatasetSpec,
             status_model=DatasetStatus,
             description=(
-                "A Dataset ingests CSV sources from object storage, records their sha256 "
-                "digests and provenance, and publishes a reproducible train/validation/test "
-                "split as a content-addressed version."
+                "A Dataset ingests CSV, JSON Lines or Parquet sources from object storage or "
+                "HTTP(S), records their sha256 digests and provenance, checks a declared schema, "
+                "and publishes a leakage-checked train/validation/test split (random, stratified, "
+                "group or time; the test split frozen) as a content-addressed version with a data card."
             ),
             printer_columns=(
                 PHASE,

@@ -85,7 +85,7 @@ def execute(main: Callable[[dict, Storage], dict | None], task: dict[str, Any],
             raise
         traceback.print_exc(file=sys.stderr)
         error = {"error": error_message(exc)}
-        if getattr(exc, "reason", None):
+        if getattr(exc, "reason", None):  # a WorkloadError/DataError: the condition reason
             error["reason"] = exc.reason
         if result_uri and publish_errors:
             try:
