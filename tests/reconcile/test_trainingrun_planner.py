@@ -186,3 +186,32 @@ def test_every_status_fits_the_crd_unpruned():
                "spec": {"labelJobRef": {"name": "lj"}, **spec}, "status": p.status}
         errors = admit(schema, obj, None, pruned)
         assert not errors and not pruned, ([str(e) for e in errors], pruned)
+
+
+def test_multi_tenant_example_is_consistent():
+    """examples/multi-tenant: every TrainingRun is admissible, stays in its namespace, and
+    names a LocalQueue and a Secret of its own namespace; each namespace has a GPU quota."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "multi-tenant"
+    docs = [d for f in sorted(root.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    by_kind: dict[str, list] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    runs = by_kind["TrainingRun"]
+    assert {r["metadata"]["namespace"] for r in runs} == {"team-a", "team-b"}
+    queues = {(q["metadata"]["namespace"], q["metadata"]["name"]) for q in by_kind["LocalQueue"]}
+    secrets = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in by_kind["Secret"]}
+    quotas = {q["metadata"]["namespace"] for q in by_kind["ResourceQuota"] if "requests.nvidia.com/gpu" in q["spec"]["hard"]}
+    cluster_queues = {c["metadata"]["name"] for c in by_kind["ClusterQueue"]}
+    for r in runs:
+        ns, spec = r["metadata"]["namespace"], r["spec"]
+        parse_spec("TrainingRun", spec)
+        assert (ns, spec["queue"]) in queues and (ns, spec["storageSecretRef"]["name"]) in secrets and ns in quotas
+    for q in by_kind["LocalQueue"]:
+        assert q["spec"]["clusterQueue"] in cluster_queues
+    for c in by_kind["ClusterQueue"]:
+        gpu = [r for g in c["spec"]["resourceGroups"] for f in g["flavors"] for r in f["resources"] if r["name"] == "nvidia.com/gpu"]
+        assert gpu and gpu[0]["nominalQuota"] > 0
