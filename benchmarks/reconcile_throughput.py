@@ -81,8 +81,8 @@ def main() -> None:
         applier.apply({"apiVersion": "loom.dev/v1alpha1", "kind": "LabelJob", "metadata": {"name": "lj", "namespace": "loom"},
                        "spec": {"datasetRef": {"name": "ds"}, "annotations": [{"uri": "s3://loom/a.csv"}]}})
         splits = {k: {"uri": f"s3://loom/loom/{k}.csv", "digest": D, "rows": 10} for k in ("train", "validation", "test")}
-        api.patch_namespaced_custom_object_status("loom.dev", "v1alpha1", "loom", "labeljobs", "lj", {"status": {
-            "phase": "Ready", "observedGeneration": 1, "version": D, "classes": ["a", "b"], "splits": splits}})
+        lj_status = {"phase": "Ready", "observedGeneration": 1, "version": D, "classes": ["a", "b"], "splits": splits}
+        api.patch_namespaced_custom_object_status("loom.dev", "v1alpha1", "loom", "labeljobs", "lj", {"status": lj_status})
 
         cluster.apiserver.write_kubeconfig(Path(tmp) / "operator.kubeconfig", token="loom-operator")
         op = OperatorProcess(Path(tmp) / "operator.kubeconfig", cluster.s3_env, Path(tmp) / "operator.log",
@@ -96,6 +96,8 @@ def main() -> None:
                 assert op.alive() and time.monotonic() < deadline, op.log_tail()
                 time.sleep(0.2)
             rss_idle = rss_mib(op.proc.pid)
+            lj = api.get_namespaced_custom_object("loom.dev", "v1alpha1", "loom", "labeljobs", "lj")
+            assert lj["status"]["phase"] == "Ready", lj["status"]
 
             t0 = time.perf_counter()
             for i in range(args.n):
