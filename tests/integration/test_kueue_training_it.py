@@ -186,3 +186,34 @@ def test_killed_worker_resumes_from_checkpoint_and_secrets_stay_secret(env, synt
     for where, text in (("status", json.dumps(st)), ("events", evs), ("lineage", lineage),
                         ("PyTorchJob", json.dumps(pj)), ("operator log", log)):
         assert TENANT_KEY not in text and TENANT_SECRET not in text, f"a tenant secret leaked into {where}"
+
+
+def test_preempted_run_checkpoints_on_sigterm_and_resumes(env, synth, api):
+    """Kueue preempts (the local stand-in suspends the job when its LocalQueue drains): the
+    pods get SIGTERM, rank 0 checkpoints, the run shows Queued/Preempted; admitted again,
+    it resumes from that checkpoint and finishes."""
+    api.create_namespaced_custom_object("kueue.x-k8s.io", "v1beta1", NS, "localqueues", {
+        "apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "LocalQueue", "metadata": {"name": "team-b", "namespace": NS},
+        "spec": {"clusterQueue": "gpu-cluster"}})
+    env.applier.apply(tr("preempted", queue="team-b", workers=1,
+                         hyperparameters={"epochs": 30, "batchSize": 8, "learningRate": 0.01, "seed": 1},
+                         checkpoint={"everySteps": 1000000}))  # no periodic checkpoint: only the SIGTERM one
+    obj = env.wait("TrainingRun", "preempted", lambda o: ((o.get("status") or {}).get("progress") or {}).get("step", 0) >= 30,
+                   ns=NS, timeout=300)
+    assert obj["status"]["phase"] == "Running"
+    api.patch_namespaced_custom_object("kueue.x-k8s.io", "v1beta1", NS, "localqueues", "team-b",
+                                       {"spec": {"stopPolicy": "HoldAndDrain"}})
+    obj = env.wait("TrainingRun", "preempted",
+                   lambda o: (o.get("status") or {}).get("phase") == "Queued" and (o["status"].get("latestCheckpoint") or {}).get("step"),
+                   ns=NS, timeout=120)
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Preempted", ready
+    saved = obj["status"]["latestCheckpoint"]["step"]
+    assert saved >= 30
+    api.patch_namespaced_custom_object("kueue.x-k8s.io", "v1beta1", NS, "localqueues", "team-b",
+                                       {"spec": {"stopPolicy": "None"}})
+    obj = env.wait_phase("TrainingRun", "preempted", {"Succeeded", "Failed"}, ns=NS, timeout=600)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    result = env.storage.get_json(f"s3://loom/{NS}/runs/trainingrun/preempted/{obj['metadata']['uid'][:8]}-g1/result.json")
+    assert [r["step"] for r in result["resumes"]] == [saved]
+    assert result["steps"] == result["totalSteps"]
