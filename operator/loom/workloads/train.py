@@ -254,6 +254,7 @@ class Trainer:
         self.state = LoopState()
         self.best_model: dict[str, Any] | None = None
         self.resumed_from: dict[str, Any] | None = None
+        self._losses: list = []  # this epoch's step losses not yet folded into state.epoch_totals
 
     # -- checkpoints --------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -303,8 +304,6 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------
     def step_once(self, xb, yb) -> None:
-        import torch
-
         st = self.state
         self.optimiser.zero_grad(set_to_none=True)
         with self.autocast():
@@ -317,9 +316,9 @@ class Trainer:
         else:
             scaled.backward()
             self.optimiser.step()
-        # The step is complete only here: a checkpoint taken now is consistent.
-        with torch.no_grad():
-            self._loss_sum += loss.detach().double()
+        # The step is complete only here: a checkpoint taken now is consistent. The loss stays
+        # on the device (no sync per step) until the next fold.
+        self._losses.append(loss.detach())
         st.epoch_totals[1] += len(yb)
         st.step += 1
         st.batch_in_epoch += 1
@@ -330,7 +329,7 @@ class Trainer:
 
         st = self.state
         distributed = self.world > 1
-        self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._losses = []
         while st.epoch < self.cfg.epochs and not st.stopped_early:
             self.sampler.set_epoch(st.epoch)
             self.net.train()
@@ -361,10 +360,12 @@ class Trainer:
         return st
 
     def _fold_loss(self) -> None:
-        """Move the on-device loss sum into the (checkpointed) epoch totals; one sync."""
-        if float(self._loss_sum) != 0.0:
-            self.state.epoch_totals[0] += float(self._loss_sum)
-            self._loss_sum.zero_()
+        """Move the steps' on-device losses into the (checkpointed) epoch totals; one sync."""
+        import torch
+
+        if self._losses:
+            self.state.epoch_totals[0] += float(torch.stack(self._losses).double().sum())
+            self._losses = []
 
     def end_epoch(self, epoch_loss: float) -> None:
         import torch
