@@ -130,9 +130,9 @@ def main() -> None:
     wall = {"bare": [], "loom": [], "loomNoIO": []}
     cpu = {"bare": [], "loom": [], "loomNoIO": []}
     steps = {}
-    for _ in range(args.repeats):  # alternate, so drift in machine load hits all three alike
-        for name, fn in (("bare", lambda: bare(args)), ("loom", lambda: loom(args, True)),
-                         ("loomNoIO", lambda: loom(args, False))):
+    runs = [("bare", lambda: bare(args)), ("loom", lambda: loom(args, True)), ("loomNoIO", lambda: loom(args, False))]
+    for r in range(args.repeats):  # interleaved, order rotated: drift in machine load hits all three alike
+        for name, fn in runs[r % 3:] + runs[:r % 3]:
             t, c, n = fn()
             wall[name].append(t / n)
             cpu[name].append(c / n)
