@@ -84,6 +84,16 @@ def main() -> None:
         lj_status = {"phase": "Ready", "observedGeneration": 1, "version": D, "classes": ["a", "b"], "splits": splits}
         api.patch_namespaced_custom_object_status("loom.dev", "v1alpha1", "loom", "labeljobs", "lj", {"status": lj_status})
 
+        # Admission alone (schema, CEL), with no operator running: the cost of the TrainingRuns themselves.
+        applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "idle"}})
+        t0 = time.perf_counter()
+        for i in range(args.n):
+            api.create_namespaced_custom_object("loom.dev", "v1alpha1", "idle", "trainingruns", {
+                "apiVersion": "loom.dev/v1alpha1", "kind": "TrainingRun", "metadata": {"name": f"tr-{i:05d}", "namespace": "idle"},
+                "spec": {"labelJobRef": {"name": "lj"}, "workers": 1}})
+        idle_create_s = time.perf_counter() - t0
+        k8s.CoreV1Api(api_client).delete_namespace("idle")  # its runs would only wait for a LabelJob
+
         cluster.apiserver.write_kubeconfig(Path(tmp) / "operator.kubeconfig", token="loom-operator")
         op = OperatorProcess(Path(tmp) / "operator.kubeconfig", cluster.s3_env, Path(tmp) / "operator.log",
                              interval=args.interval).start()
@@ -99,6 +109,7 @@ def main() -> None:
             lj = api.get_namespaced_custom_object("loom.dev", "v1alpha1", "loom", "labeljobs", "lj")
             assert lj["status"]["phase"] == "Ready", lj["status"]
 
+            audit_from = len(cluster.apiserver.audit)
             t0 = time.perf_counter()
             for i in range(args.n):
                 api.create_namespaced_custom_object("loom.dev", "v1alpha1", "loom", "trainingruns", {
@@ -114,6 +125,11 @@ def main() -> None:
                 time.sleep(0.25)
             loom_s = time.perf_counter() - t0
             peak = max(peak, rss_mib(op.proc.pid))
+            calls: dict[str, int] = {}
+            for a in list(cluster.apiserver.audit)[audit_from:]:
+                if a["user"] == "loom-operator":
+                    key = f"{a['verb']} {a['resource']}" + (f"/{a['subresource']}" if a["subresource"] else "")
+                    calls[key] = calls.get(key, 0) + 1
         finally:
             op.stop()
 
@@ -121,9 +137,12 @@ def main() -> None:
         "n": args.n, "reconcileInterval": args.interval,
         "bareClientLoopSeconds": round(bare_s, 3), "loomSeconds": round(loom_s, 3),
         "trainingRunCreateSeconds": round(created_s, 3),
+        "trainingRunCreateSecondsNoOperator": round(idle_create_s, 3),
+        "loomAfterLastCreateSeconds": round(loom_s - created_s, 3),
         "ratio": round(bare_s / loom_s, 3), "goal": ">= 0.5",
         "loomJobsPerSecond": round(args.n / loom_s, 1), "bareJobsPerSecond": round(args.n / bare_s, 1),
         "operatorRssMiB": {"idle": round(rss_idle, 1), "peak": round(peak, 1)},
+        "operatorRequestsPerRun": {k: round(v / args.n, 2) for k, v in sorted(calls.items())},
     }
     print(json.dumps(result, indent=2))
     print(f"ratio (bare / Loom) = {result['ratio']}: {args.n} PyTorchJobs by a bare loop in {bare_s:.1f}s, "

@@ -158,16 +158,26 @@ def observe_localqueue(c: Cluster, namespace: str, queue: str) -> str:
 
 
 def observe_trainingrun(c: Cluster, body: dict[str, Any]):
+    """Only what the planner needs at this stage: a thousand runs tick every interval."""
+    from loom.reconcile.steps import is_settled
+
+    if is_settled(body):  # finished for this generation: the planner reads nothing
+        return trainingrun.Observed()
     ns = body["metadata"]["namespace"]
-    lj = c.loom("LabelJob", ns, _ref(body, "labelJobRef"))
-    ds = c.loom("Dataset", ns, _ref(lj, "datasetRef")) if lj else None
     trainjob = trainingrun.backend_of(body) == "trainjob"
-    job = c.get(TRAINJOBS if trainjob else PYTORCHJOBS, ns, trainingrun.job_name(body))
-    obs = trainingrun.Observed(labeljob=lj, dataset=ds, job=job)
-    queue = (body.get("spec") or {}).get("queue")
-    if job is None and queue and lj is not None:
-        obs.queue = observe_localqueue(c, ns, queue)
+    name = trainingrun.job_name(body)
+    # Always read: the body kopf hands us can lag behind our own status write, and a second
+    # create (409) would post a second "Created" event.
+    job = c.get(TRAINJOBS if trainjob else PYTORCHJOBS, ns, name)
+    obs = trainingrun.Observed(job=job)
     state = (trainingrun.trainjob.trainjob_outcome if trainjob else pytorchjob_outcome)(job)[0]
+    if job is None or state in ("succeeded", "failed"):  # to create the job, or for the lineage record
+        obs.labeljob = c.loom("LabelJob", ns, _ref(body, "labelJobRef"))
+    if job is None and (obs.labeljob or {}).get("status", {}).get("phase") == "Ready":
+        obs.dataset = c.loom("Dataset", ns, _ref(obs.labeljob, "datasetRef"))
+        queue = (body.get("spec") or {}).get("queue")
+        if queue:
+            obs.queue = observe_localqueue(c, ns, queue)
     if state in ("succeeded", "failed"):
         obs.result, obs.result_error = c.read_result(result_uri(c.settings, body))
     elif job is not None:  # live progress and the latest checkpoint, written by the rank-0 trainer
