@@ -98,7 +98,7 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
     sb = StatusBuilder(body, now)
     if is_settled(body):
         return Plan(status=sb.build())
-    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    ns = body["metadata"]["namespace"]
     dumped, refused = read_spec(body, sb, "labelJobRef")
     if refused:
         return refused
