@@ -104,6 +104,8 @@ def test_succeeded_writes_the_experiment_record():
     b = body({"precision": "bf16", "hyperparameters": {"seed": 7}}, annotations={"loom.dev/git-commit": "deadbeef"})
     p = trainingrun.plan(b, trainingrun.Observed(labeljob=LJ, job=done, result=RESULT), S, NOW)
     assert p.status["phase"] == "Succeeded" and p.status["restarts"] == 1
+    assert p.status["progress"] == {"step": 80, "loss": 0.2}  # the final figures come from the result
+    assert p.status["latestCheckpoint"] == {"uri": "s3://loom/c.pt", "step": 80}
     rec = p.lineage[0]
     assert rec.inputs == [{"uri": SPLITS[k]["uri"], "digest": SPLITS[k]["digest"]} for k in ("train", "validation")]
     assert rec.outputs == [RESULT["model"]]

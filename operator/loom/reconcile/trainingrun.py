@@ -214,6 +214,14 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
     )
     if result.get("resumes"):
         sb.status["restarts"] = len(result["resumes"])
+    if result.get("steps") is not None:  # the final figures, whatever the last tick read of progress.json
+        history = result.get("history") or [{}]
+        final = {"step": result["steps"], "totalSteps": result.get("totalSteps"), "epoch": result.get("epochs"),
+                 "loss": history[-1].get("loss")}
+        sb.status["progress"] = {**(sb.status.get("progress") or {}), **{k: v for k, v in final.items() if v is not None}}
+    checkpoints = result.get("checkpoints") or []
+    if checkpoints and {"uri", "step"} <= set(checkpoints[-1]):
+        sb.status["latestCheckpoint"] = {k: checkpoints[-1][k] for k in ("uri", "step", "epoch") if k in checkpoints[-1]}
     val = (result.get("metrics") or {}).get("val_accuracy")
     message = f"model {result['model']['digest'][:19]}" + (f", validation accuracy {val:.3f}" if val is not None else "")
     if result.get("stoppedEarly"):
