@@ -40,7 +40,8 @@ def _resource(obj: dict[str, Any]) -> tuple[str, str, str]:
     group, _, version = obj["apiVersion"].rpartition("/")
     if group == GROUP:
         return group, version, kind_info(obj["kind"]).plural
-    return {"Job": JOBS, "PyTorchJob": PYTORCHJOBS, "InferenceService": INFERENCESERVICES}[obj["kind"]]
+    return {"Job": JOBS, "PyTorchJob": PYTORCHJOBS, "InferenceService": INFERENCESERVICES,
+            "TrainJob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs")}[obj["kind"]]
 
 
 class Cluster:
@@ -142,14 +143,50 @@ def observe_labeljob(c: Cluster, body: dict[str, Any]):
                              dataset=c.loom("Dataset", body["metadata"]["namespace"], _ref(body, "datasetRef")))
 
 
+TRAINJOBS = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+LOCALQUEUES = ("kueue.x-k8s.io", "v1beta1", "localqueues")
+
+
+def observe_localqueue(c: Cluster, namespace: str, queue: str) -> str:
+    """'found', 'missing', or 'no-kueue' when the cluster does not serve Kueue's API at all."""
+    if c.get(LOCALQUEUES, namespace, queue) is not None:
+        return "found"
+    try:  # a 404 for the object, or for the whole API? Discovery tells them apart.
+        c.custom.api_client.call_api("/apis/kueue.x-k8s.io/v1beta1", "GET", response_type="object",
+                                     auth_settings=["BearerToken"], _return_http_data_only=True)
+    except ApiException as exc:
+        if exc.status == 404:
+            return "no-kueue"
+        raise
+    return "missing"
+
+
 def observe_trainingrun(c: Cluster, body: dict[str, Any]):
+    """Only what the planner needs at this stage: a thousand runs tick every interval."""
+    from loom.reconcile.steps import is_settled
+
+    if is_settled(body):  # finished for this generation: the planner reads nothing
+        return trainingrun.Observed()
     ns = body["metadata"]["namespace"]
-    lj = c.loom("LabelJob", ns, _ref(body, "labelJobRef"))
-    ds = c.loom("Dataset", ns, _ref(lj, "datasetRef")) if lj else None
-    job = c.get(PYTORCHJOBS, ns, trainingrun.job_name(body))
-    obs = trainingrun.Observed(labeljob=lj, dataset=ds, job=job)
-    if pytorchjob_outcome(job)[0] in ("succeeded", "failed"):
+    trainjob = trainingrun.backend_of(body) == "trainjob"
+    name = trainingrun.job_name(body)
+    # Always read: the body kopf hands us can lag behind our own status write, and a second
+    # create (409) would post a second "Created" event.
+    job = c.get(TRAINJOBS if trainjob else PYTORCHJOBS, ns, name)
+    obs = trainingrun.Observed(job=job)
+    state = (trainingrun.trainjob.trainjob_outcome if trainjob else pytorchjob_outcome)(job)[0]
+    if job is None or state in ("succeeded", "failed"):  # to create the job, or for the lineage record
+        obs.labeljob = c.loom("LabelJob", ns, _ref(body, "labelJobRef"))
+    if job is None and (obs.labeljob or {}).get("status", {}).get("phase") == "Ready":
+        obs.dataset = c.loom("Dataset", ns, _ref(obs.labeljob, "datasetRef"))
+        queue = (body.get("spec") or {}).get("queue")
+        if queue:
+            obs.queue = observe_localqueue(c, ns, queue)
+    if state in ("succeeded", "failed"):
         obs.result, obs.result_error = c.read_result(result_uri(c.settings, body))
+    elif job is not None:  # live progress and the latest checkpoint, written by the rank-0 trainer
+        obs.progress, _ = c.read_result(trainingrun.progress_uri(c.settings, body))
+        obs.checkpoint, _ = c.read_result(trainingrun.checkpoint_index_uri(c.settings, body))
     return obs
 
 

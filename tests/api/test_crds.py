@@ -31,6 +31,10 @@ PROVENANCE = {
     "collectedAt": "2024-01-01T00:00:00Z",
 }
 
+#: a whole TrainingRun spec (defaults written out, as the API server applies them)
+_TR = {"labelJobRef": {"name": "lj"}, "workers": 1, "resources": {"gpus": 0}, "imageHasCuda": False,
+       "precision": "fp32"}
+
 #: rule text -> (model that declares it, good objects, bad objects). Every CEL
 #: rule in a CRD must appear here: a new rule needs examples before it ships.
 CEL_EXAMPLES: dict[str, tuple[str, list[dict], list[dict]]] = {
@@ -78,6 +82,29 @@ CEL_EXAMPLES: dict[str, tuple[str, list[dict], list[dict]]] = {
         ],
         [{"metric": "f1_macro", "min": 0.9, "max": 0.5}],
     ),
+    **{rule: ("TrainingRunSpec", good, bad) for rule, good, bad in (
+        (
+            "self.resources.gpus == 0 || self.imageHasCuda",
+            [_TR, {**_TR, "resources": {"gpus": 1}, "image": "reg/loom-workload-cuda:1", "imageHasCuda": True}],
+            [{**_TR, "resources": {"gpus": 1}, "image": "reg/loom-workload:1"}],
+        ),
+        (
+            "!self.imageHasCuda || has(self.image)",
+            [_TR, {**_TR, "image": "reg/cuda:1", "imageHasCuda": True}],
+            [{**_TR, "imageHasCuda": True}],
+        ),
+        (
+            "self.precision != 'fp16' || self.resources.gpus > 0",
+            [{**_TR, "precision": "bf16"},
+             {**_TR, "precision": "fp16", "resources": {"gpus": 1}, "image": "reg/cuda:1", "imageHasCuda": True}],
+            [{**_TR, "precision": "fp16"}],
+        ),
+        (
+            "!has(self.minAvailable) || self.minAvailable <= 1 + self.workers",
+            [_TR, {**_TR, "minAvailable": 2}],
+            [{**_TR, "minAvailable": 3}],
+        ),
+    )},
 }
 
 #: The same rule on a second model, whose objects need other fields: (model, rule) -> (good, bad).

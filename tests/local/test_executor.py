@@ -373,7 +373,7 @@ def test_pytorchjob_malformed_is_failed_not_crashed(kube: Kube) -> None:
     failed = wait(lambda: (j := kube.get(PYTORCHJOBS, NS, name)) and is_true(j, "Failed") and j, what="Failed")
     assert "unknown replica type" in cond(failed, "Failed")["message"]
     for spec, field in (({"nprocPerNode": "auto"}, "spec.nprocPerNode"),
-                        ({"restartPolicy": "ExitCode"}, "restartPolicy")):
+                        ({"restartPolicy": "Always"}, "restartPolicy")):
         name = uniq("ptjunsup")
         body = ptj(name, ["python", "-c", "pass"], None)
         body["spec"].update({k: v for k, v in spec.items() if k == "nprocPerNode"})

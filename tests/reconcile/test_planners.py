@@ -119,7 +119,7 @@ def test_trainingrun_builds_pytorchjob_and_follows_its_conditions():
 
 
 def test_gpus_become_resource_requests_and_limits():
-    b = body("TrainingRun", {"labelJobRef": {"name": "lj"}, "resources": {"gpus": 2}})
+    b = body("TrainingRun", {"labelJobRef": {"name": "lj"}, "resources": {"gpus": 2}, "image": "reg/loom-cuda:1", "imageHasCuda": True})
     pj = trainingrun.plan(b, trainingrun.Observed(labeljob=READY_LJ, dataset=READY_DS), S, NOW).create[0]
     res = pj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"]["nvidia.com/gpu"] == "2" and res["requests"]["nvidia.com/gpu"] == "2"

@@ -52,6 +52,10 @@ RBAC_NEEDS: tuple[RbacNeed, ...] = (
     ),
     RbacNeed("batch", "jobs", frozenset({"get", "create"}), "ingest, label and evaluate workload Jobs"),
     RbacNeed("kubeflow.org", "pytorchjobs", frozenset({"get", "create"}), "TrainingRun's PyTorchJob"),
+    RbacNeed("trainer.kubeflow.org", "trainjobs", frozenset({"get", "create"}),
+             "TrainingRun's TrainJob (spec.backend trainjob, Kubeflow Trainer v2)"),
+    RbacNeed("kueue.x-k8s.io", "localqueues", frozenset({"get"}),
+             "TrainingRun spec.queue: the operator checks the LocalQueue exists before creating the job"),
     RbacNeed(
         "serving.kserve.io",
         "inferenceservices",

@@ -16,7 +16,7 @@ from loom.reconcile.common import get_condition
 
 from ..s3 import free_port
 from .controller import RunController
-from .kube import PYTORCHJOBS, Kube, Obj, finished_as, now, status_diff
+from .kube import PYTORCHJOBS, Kube, Obj, Resource, finished_as, now, status_diff
 from .pods import LocalPod, SpecError, as_int, owner_ref
 
 log = logging.getLogger("loom.local.executor")
@@ -24,6 +24,33 @@ log = logging.getLogger("loom.local.executor")
 KIND = "PyTorchJob"
 LABEL_JOB = "training.kubeflow.org/job-name"
 SUCCESS_GRACE_S = 5.0  # workers still running after the master succeeded get this long to exit
+# Kueue, played locally: a suspended job labelled with a LocalQueue that exists is admitted
+# (unsuspended); a LocalQueue with spec.stopPolicy Hold admits nothing new, HoldAndDrain also
+# suspends (preempts) admitted jobs. No quota accounting: that is the real Kueue's job.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+LOCALQUEUES = Resource("kueue.x-k8s.io", "v1beta1", "localqueues", "LocalQueue")
+
+
+def kueue_admission(kube: Kube, obj: Obj) -> bool | None:
+    """What the local Kueue wants of ``spec.runPolicy.suspend``: False (admit), True (hold or
+    drain), or None (not Kueue's job, or its LocalQueue is missing: left as it is)."""
+    meta = obj.get("metadata") or {}
+    queue = (meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+    if not queue:
+        return None
+    try:
+        lq = kube.get(LOCALQUEUES, meta.get("namespace") or "default", queue)
+    except Exception:  # noqa: BLE001 - no Kueue CRD: nobody admits the job, as in a real cluster
+        return None
+    if lq is None:
+        return None
+    stop = (lq.get("spec") or {}).get("stopPolicy") or "None"
+    suspended = bool(((obj.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
+    if stop == "HoldAndDrain":
+        return True
+    if stop == "Hold":
+        return True if suspended else None
+    return False
 
 
 def update_condition(conditions: list[Obj], type_: str, status: str, reason: str, message: str) -> list[Obj]:
@@ -60,10 +87,12 @@ class ReplicaSpec:
         self.rtype = rtype
         self.replicas = as_int(raw.get("replicas"), 1, f"pytorchReplicaSpecs.{rtype}.replicas")
         policy = raw.get("restartPolicy") or "OnFailure"
-        if policy not in ("OnFailure", "Never"):
+        if policy not in ("OnFailure", "Never", "ExitCode"):
             raise SpecError(f"pytorchReplicaSpecs.{rtype}.restartPolicy: {policy!r} is not supported by the "
-                            "local executor (OnFailure, Never)")
-        self.retryable = policy == "OnFailure"  # a failed replica restarts the gang
+                            "local executor (OnFailure, Never, ExitCode)")
+        self.retryable = policy in ("OnFailure", "ExitCode")  # a failed replica restarts the gang
+        # ExitCode: exit codes 1..127 are permanent, 128..255 (signals) retryable, as in the training operator.
+        self.exit_code_policy = policy == "ExitCode"
         self.template = raw.get("template")
         if not isinstance(self.template, dict) or not (self.template.get("spec") or {}).get("containers"):
             raise SpecError(f"pytorchReplicaSpecs.{rtype}.template.spec.containers is required")
@@ -89,6 +118,11 @@ def parse(obj: Obj) -> tuple[dict[str, ReplicaSpec], Obj, int]:
         raise SpecError("spec.runPolicy must be an object")
     nproc = as_int(spec.get("nprocPerNode"), 1, "spec.nprocPerNode", 1)  # the API types it a string
     return replicas, run_policy, nproc
+
+
+def retryable_exit(code: int | None) -> bool:
+    """Killed by a signal (a negative Popen code, or 128 + n as a container reports it)."""
+    return code is not None and (code < 0 or code >= 128)
 
 
 class PyTorchJobRun:
@@ -197,6 +231,11 @@ class PyTorchJobRun:
         if get_condition(self.conditions, "Created") is None:
             self._cond("Created", "True", f"{KIND}Created", f"{KIND} {name} is created.")
 
+        admit = kueue_admission(self.ctl.kube, obj)
+        if admit is not None and admit != bool(run_policy.get("suspend")):
+            self.ctl.kube.patch(PYTORCHJOBS, self.namespace, name, {"spec": {"runPolicy": {"suspend": admit}}})
+            run_policy = {**run_policy, "suspend": admit}
+
         if run_policy.get("suspend"):
             if not self.suspended:
                 self.kill_all("Killed", "job suspended")
@@ -233,7 +272,10 @@ class PyTorchJobRun:
         elif failed:
             rtype = failed[0][0]
             n = sum(1 for rt, _ in failed if rt == rtype)
-            if replicas[rtype].retryable and self.restarts < backoff:
+            retryable = replicas[rtype].retryable
+            if replicas[rtype].exit_code_policy:
+                retryable = all(retryable_exit(self.pods[k].exit_code) for k in failed)
+            if retryable and self.restarts < backoff:
                 self.restarts += 1
                 self.kill_all("Killed", "restarting the gang")
                 self._cond("Restarting", "True", f"{KIND}Restarting",
@@ -242,7 +284,7 @@ class PyTorchJobRun:
                                     f"{KIND} {name} is restarting because {n} {rtype} replica(s) failed.",
                                     "Warning", component="pytorchjob-controller")
                 self.start_gang(replicas, nproc)
-            elif replicas[rtype].retryable:
+            elif retryable:
                 self.fail(f"{KIND} {name} has failed because it has reached the specified backoff limit")
             else:
                 self.fail(f"{KIND} {name} is failed because {n} {rtype} replica(s) failed.")
