@@ -155,8 +155,27 @@ def observe_evaluation(c: Cluster, body: dict[str, Any]):
     lj = c.loom("LabelJob", ns, _ref(tr, "labelJobRef")) if tr else None
     ds = c.loom("Dataset", ns, _ref(lj, "datasetRef")) if lj else None
     base = _step(c, body, evaluation.job_name(body))
-    return evaluation.Observed(job=base.job, result=base.result, result_error=base.result_error,
-                               trainingrun=tr, labeljob=lj, dataset=ds)
+    obs = evaluation.Observed(job=base.job, result=base.result, result_error=base.result_error,
+                              trainingrun=tr, labeljob=lj, dataset=ds)
+    champion = (body.get("spec") or {}).get("champion")
+    if isinstance(champion, dict) and base.job is None:
+        obs.champion = c.loom("Deployment", ns, _ref(champion, "deploymentRef"))
+    if tr and base.job is None:  # the leakage proof is made once, before the Job
+        obs.training_lineage, obs.lineage_error = _lineage_events(c, ns, "trainingrun", tr["metadata"]["name"])
+    return obs
+
+
+def _lineage_events(c: Cluster, ns: str, kind: str, name: str) -> tuple[list[dict[str, Any]], str | None]:
+    """A step's OpenLineage RunEvents from S3 (each with "_uri"), or the read error."""
+    try:
+        events = []
+        for obj in c.storage.list(f"s3://{c.settings.bucket}/{ns}/lineage/{kind}/{name}/"):
+            event = c.storage.get_json(obj.uri)
+            if isinstance(event, dict):
+                events.append(dict(event, _uri=obj.uri))
+        return events, None
+    except Exception as exc:  # noqa: BLE001 - the message goes into a condition
+        return [], f"{type(exc).__name__}: {exc}"
 
 
 def observe_deployment(c: Cluster, body: dict[str, Any]):
