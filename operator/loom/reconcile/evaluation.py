@@ -230,7 +230,8 @@ def _verdict(body: dict[str, Any], dumped: dict[str, Any], result: dict[str, Any
         message = "failed checks: " + "; ".join(c["message"] for c in checks if not c["passed"])
         return _fail(sb, reason, message, [lineage])
     shown = [c["message"] for c in checks if c["metric"] != gate.LEAKAGE]
-    message = "all checks passed: " + "; ".join(shown) if shown else "no thresholds declared"
+    more = f"; and {len(shown) - 3} more in status.checks" if len(shown) > 3 else ""
+    message = f"all {len(checks)} checks passed: " + "; ".join(shown[:3]) + more
     sb.condition("Passed", True, "ChecksPassed", message)
     sb.phase("Passed", "ChecksPassed", message, ready=True)
     return Plan(status=sb.build(), events=[Event("Normal", "Passed", message)], lineage=[lineage])
