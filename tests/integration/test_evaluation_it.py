@@ -74,3 +74,44 @@ def test_a_threshold_no_model_can_meet_fails_naming_it(env, passed):
     assert failed["reason"] == "ThresholdNotMet" and "latency_p50_ms" in failed["message"]
     assert [c["metric"] for c in done["status"]["checks"] if not c["passed"]] == ["latency_p50_ms"]
     assert env.storage.get_json(done["status"]["modelCard"]["uri"])["verdict"] == "Failed"
+
+
+def _evaluation(name, **spec):
+    return {"apiVersion": "loom.dev/v1alpha1", "kind": "Evaluation", "metadata": {"name": name, "namespace": NS},
+            "spec": {"trainingRunRef": {"name": "iris-mlp"}, "thresholds": [{"metric": "accuracy", "min": 0.8}], **spec}}
+
+
+BAD = [
+    ("undeclared-perturbation", _evaluation("bad-a", thresholds=[{"metric": "robustness.blur.accuracy", "min": 0.5}]),
+     ["spec.thresholds", "must name a perturbation declared in spec.robustness"]),
+    ("unknown-metric", _evaluation("bad-b", thresholds=[{"metric": "auc", "min": 0.5}]),
+     ["spec.thresholds[0].metric", "unknown metric"]),
+    ("negative-tolerance", _evaluation("bad-c", champion={"deploymentRef": {"name": "iris"}, "tolerance": -0.05}),
+     ["spec.champion.tolerance"]),
+    ("slice-min-rows", _evaluation("bad-d", slices=[{"column": "species", "minRows": 0}]), ["spec.slices[0].minRows"]),
+    ("latency-min-above-max", _evaluation("bad-e", thresholds=[{"metric": "latency_p99_ms", "min": 9, "max": 1}]),
+     ["spec.thresholds[0].min", "min must be less than or equal to max"]),
+]
+
+
+@pytest.mark.parametrize("manifest,words", [(m, w) for _, m, w in BAD], ids=[i for i, _, _ in BAD])
+def test_admission_refuses_bad_evaluations(env, passed, manifest, words):
+    import json
+
+    from kubernetes.dynamic.exceptions import DynamicApiError
+
+    with pytest.raises(DynamicApiError) as err:
+        env.applier.apply(manifest)
+    assert err.value.status == 422
+    body = err.value.body.decode() if isinstance(err.value.body, bytes) else str(err.value.body)
+    message = json.loads(body)["message"]
+    for word in words:
+        assert word in message, message
+
+
+def test_champion_in_another_namespace_is_refused(env, passed):
+    env.applier.apply(_evaluation("elsewhere", champion={"deploymentRef": {"name": "iris", "namespace": "quickstart"}}))
+    ev = env.wait_phase("Evaluation", "elsewhere", "Failed", ns=NS, timeout=60)
+    failed = condition(ev, "Failed")
+    assert failed["reason"] == "CrossNamespaceReference" and "spec.champion.deploymentRef.namespace" in failed["message"]
+    assert env.applier.get("batch/v1", "Job", "elsewhere-eval-g1", NS) is None
