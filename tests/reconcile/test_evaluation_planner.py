@@ -194,3 +194,11 @@ def test_verdict_reasons():
                  "leakageCheck": {"metric": "leakage", "bound": "", "passed": False, "message": leak["message"]}})
     assert failed(p)["reason"] == "Leakage" and "appear in s3://x" in failed(p)["message"]
     _assert_admissible("Evaluation", FULL_SPEC, p.status)
+
+
+def test_a_new_generation_starts_without_the_old_verdict():
+    old = {"phase": "Failed", "observedGeneration": 1, "metrics": {"accuracy": 0.5}, "checks": [{"metric": "accuracy", "passed": False}],
+           "modelCard": {"uri": "s3://old"}, "report": {"uri": "s3://r", "digest": D("f")}}
+    p = evaluation.plan(body("Evaluation", SPEC, status=old, generation=2), observed([real_tr_event()]), S, NOW)
+    assert p.status["phase"] == "Evaluating" and p.create[0]["metadata"]["name"].endswith("eval-g2")
+    assert not {"metrics", "checks", "modelCard", "report"} & set(p.status)

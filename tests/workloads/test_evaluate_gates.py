@@ -10,6 +10,8 @@ import copy
 import datetime as dt
 import uuid
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from loom.api import parse_spec
@@ -64,7 +66,7 @@ def inputs(storage):
         "train": put(storage, f"s3://loom/{ns}/labels/train.csv", om.csv_bytes(train)),
         # a training split that shares three rows with the test split
         "leaky": put(storage, f"s3://loom/{ns}/labels/train-leaky.csv",
-                     om.csv_bytes(__import__("pandas").concat([train, df.iloc[:3]]))),
+                     om.csv_bytes(pd.concat([train, df.iloc[:3]]))),
     }
     return ns, refs
 
@@ -193,8 +195,7 @@ def test_leakage_when_scored_rows_are_not_from_the_frozen_test_split(storage, in
 
 def test_logits_output_gets_a_softmax(storage, inputs):
     ns, refs = inputs
-    logits = put(storage, f"s3://loom/{ns}/models/logits.onnx", om.linear_onnx(__import__("numpy").eye(3) * 3.0,
-                                                                                 __import__("numpy").zeros(3), softmax=False))
+    logits = put(storage, f"s3://loom/{ns}/models/logits.onnx", om.linear_onnx(np.eye(3) * 3.0, np.zeros(3), softmax=False))
     refs = dict(refs, logits=logits)
     _, task = task_for(ns, refs, BASE_SPEC, candidate="logits")
     code, result = execute(evaluate.main, task, storage)
@@ -215,3 +216,22 @@ def test_bad_slice_column_and_perturbation_column_are_named(storage, inputs):
     _, task = task_for(ns, refs, spec)
     code, result = execute(evaluate.main, task, storage)
     assert code == 1 and "robustness 'noise': column(s) zz are not features" in result["error"]
+
+
+def test_leakage_by_digest_names_the_lineage_event(storage, inputs):
+    ns, refs = inputs
+    result, plan, failing = run_case(storage, inputs, BASE_SPEC, training=("train", "test"))
+    assert failing == ["leakage"]
+    message = get_condition(plan.status["conditions"], "Failed")["message"]
+    assert message.startswith(f"scored test split {refs['test']['uri']} ({refs['test']['digest']}) is an input of TrainingRun tr")
+    assert f"its lineage event s3://loom/{ns}/lineage/trainingrun/tr/run.json lists" in message
+
+
+def test_a_test_split_without_ids_cannot_be_proved(storage, inputs):
+    ns, refs = inputs
+    no_ids = om.test_frame().drop(columns=["id"])
+    ref = dict(put(storage, f"s3://loom/{ns}/labels/no-ids.csv", om.csv_bytes(no_ids)), rows=len(no_ids))
+    _, task = task_for(ns, refs, BASE_SPEC)
+    task["test"] = ref
+    code, result = execute(evaluate.main, task, storage)
+    assert code == 1 and result["error"] == "test split lacks the id column 'id': the leakage proof needs row ids"

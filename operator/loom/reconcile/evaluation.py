@@ -135,6 +135,8 @@ def _start(body: dict[str, Any], dumped: dict[str, Any], observed: Observed, set
     model = tr["status"]["model"]
     test = lj["status"]["splits"]["test"]  # the labelled rows: what is scored
     ds_test = ds["status"]["splits"]["test"]  # the frozen rows they come from
+    for stale in ("metrics", "checks", "slices", "champion", "report", "modelCard"):  # a previous generation's verdict
+        sb.status.pop(stale, None)
     sb.status.update({"model": model, "testSplit": test, "datasetTestSplit": ds_test})
 
     if lj["status"].get("datasetVersion") and lj["status"]["datasetVersion"] != ds["status"].get("version"):
