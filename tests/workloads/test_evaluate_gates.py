@@ -212,6 +212,10 @@ def test_bad_slice_column_and_perturbation_column_are_named(storage, inputs):
     _, task = task_for(ns, refs, spec)
     code, result = execute(evaluate.main, task, storage)
     assert code == 1 and result["error"].startswith("slice column 'nope' is not a column of the test split")
+    _, task = task_for(ns, refs, {**BASE_SPEC, "slices": [{"column": "x0"}]})
+    code, result = execute(evaluate.main, task, storage)
+    assert code == 1 and result["error"] == ("slice column 'x0' has 240 distinct values (at most 50): "
+                                             "slice by a categorical column")
     spec = {**BASE_SPEC, "robustness": [{"name": "noise", "type": "gaussianNoise", "sigma": 1, "columns": ["zz"]}]}
     _, task = task_for(ns, refs, spec)
     code, result = execute(evaluate.main, task, storage)

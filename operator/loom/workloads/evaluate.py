@@ -23,6 +23,7 @@ from . import calibration, latency, metrics, modelcard, robustness
 from ._task import WorkloadError, join_uri, parse_csv, require, run
 
 log = logging.getLogger("loom.workloads.evaluate")
+MAX_SLICE_VALUES = 50
 
 
 def load_onnx(path: Path):
@@ -160,7 +161,12 @@ def _slices(df: pd.DataFrame, y: np.ndarray, pred: np.ndarray, n_classes: int,
         if col not in df.columns:
             raise WorkloadError(f"slice column {col!r} is not a column of the test split ({', '.join(df.columns)})")
         values = df[col].astype(str).to_numpy()
-        for value in sorted(set(values)):
+        distinct = sorted(set(values))
+        if len(distinct) > MAX_SLICE_VALUES:
+            # every slice is a status entry and a check per bound: keep the status a readable size
+            raise WorkloadError(f"slice column {col!r} has {len(distinct)} distinct values (at most {MAX_SLICE_VALUES}): "
+                                "slice by a categorical column")
+        for value in distinct:
             mask = values == value
             rows = int(mask.sum())
             entry: dict[str, Any] = {"column": col, "value": value, "rows": rows, "skipped": rows < min_rows}
