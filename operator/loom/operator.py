@@ -26,7 +26,7 @@ from loom.config import Settings
 from loom.lineage import record as lineage_record
 from loom.reconcile import dataset, deployment, evaluation, labeljob, trainingrun
 from loom.reconcile.common import Plan, StatusBuilder
-from loom.reconcile.steps import StepObserved, result_uri
+from loom.reconcile.steps import StepObserved, is_settled, result_uri
 
 log = logging.getLogger("loom.operator")
 SETTINGS = Settings.from_env()
@@ -157,10 +157,12 @@ def observe_evaluation(c: Cluster, body: dict[str, Any]):
     base = _step(c, body, evaluation.job_name(body))
     obs = evaluation.Observed(job=base.job, result=base.result, result_error=base.result_error,
                               trainingrun=tr, labeljob=lj, dataset=ds)
-    champion = (body.get("spec") or {}).get("champion")
-    if isinstance(champion, dict) and base.job is None:
-        obs.champion = c.loom("Deployment", ns, _ref(champion, "deploymentRef"))
-    if tr and base.job is None:  # the leakage proof is made once, before the Job
+    # The leakage proof and the champion are read once, when the Job is about to be created.
+    trained = tr is not None and (tr.get("status") or {}).get("phase") == "Succeeded"
+    if base.job is None and trained and not is_settled(body):
+        champion = (body.get("spec") or {}).get("champion")
+        if isinstance(champion, dict):
+            obs.champion = c.loom("Deployment", ns, _ref(champion, "deploymentRef"))
         obs.training_lineage, obs.lineage_error = _lineage_events(c, ns, "trainingrun", tr["metadata"]["name"])
     return obs
 
