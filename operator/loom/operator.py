@@ -162,7 +162,7 @@ def observe_evaluation(c: Cluster, body: dict[str, Any]):
     if base.job is None and trained and not is_settled(body):
         champion = (body.get("spec") or {}).get("champion")
         if isinstance(champion, dict):
-            obs.champion = c.loom("Deployment", ns, _ref(champion, "deploymentRef"))
+            obs.champion = c.loom("Deployment", ns, (champion.get("deploymentRef") or {}).get("name"))
         obs.training_lineage, obs.lineage_error = _lineage_events(c, ns, "trainingrun", tr["metadata"]["name"])
     return obs
 

@@ -41,6 +41,8 @@ class FakeCluster:
     def loom(self, kind, ns, name):
         self.read.append(kind)
         obj = OBJECTS.get(kind)
+        if obj is None or not name or obj["metadata"]["name"] != name:
+            return None
         if kind == "TrainingRun":
             obj = dict(obj, status={"phase": self.phase})
         return obj
