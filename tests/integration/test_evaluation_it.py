@@ -115,3 +115,24 @@ def test_champion_in_another_namespace_is_refused(env, passed):
     failed = condition(ev, "Failed")
     assert failed["reason"] == "CrossNamespaceReference" and "spec.champion.deploymentRef.namespace" in failed["message"]
     assert env.applier.get("batch/v1", "Job", "elsewhere-eval-g1", NS) is None
+
+
+def test_champion_is_the_model_the_deployment_serves(env, passed):
+    # Serve the passed model, then evaluate a model against it: the champion is read from the
+    # Deployment's status.model and scored on the same test split.
+    env.applier.apply_all(_in_ns(env, "05-deployment.yaml"))
+    dep = env.wait_phase("Deployment", "iris", {"Available", "Failed"}, ns=NS, timeout=180)
+    assert phase(dep) == "Available", dep["status"]
+    ev = copy.deepcopy(_in_ns(env, "04-evaluation.yaml")[0])
+    ev["metadata"]["name"] = "iris-mlp-vs-champion"
+    ev["spec"]["champion"]["tolerance"] = 0.0
+    env.applier.apply(ev)
+    done = env.wait_phase("Evaluation", "iris-mlp-vs-champion", {"Passed", "Failed"}, ns=NS, timeout=240)
+    st = done["status"]
+    assert st["champion"]["model"] == dep["status"]["model"]
+    champ = next(c for c in st["checks"] if c["metric"] == "champion.accuracy")
+    # the same model on the same rows: equal, so within a zero tolerance
+    assert st["champion"]["value"] == st["metrics"]["accuracy"] and champ["passed"], champ
+    assert phase(done) == "Passed", st
+    card = env.storage.get_json(st["modelCard"]["uri"])
+    assert card["champion"]["model"]["digest"] == dep["status"]["model"]["digest"]
