@@ -202,3 +202,12 @@ def test_a_new_generation_starts_without_the_old_verdict():
     p = evaluation.plan(body("Evaluation", SPEC, status=old, generation=2), observed([real_tr_event()]), S, NOW)
     assert p.status["phase"] == "Evaluating" and p.create[0]["metadata"]["name"].endswith("eval-g2")
     assert not {"metrics", "checks", "modelCard", "report"} & set(p.status)
+
+
+def test_a_frozen_test_split_kept_from_another_version_counts_too():
+    ds = json.loads(json.dumps(DS))
+    ds["status"]["frozenTest"] = {"uri": "s3://loom/team-a/datasets/iris/old/test.csv", "digest": D("b"), "rows": 10}
+    leaky = tr_event([LJ_SPLITS["train"], ds["status"]["frozenTest"]])
+    p = evaluation.plan(body("Evaluation", SPEC), evaluation.Observed(trainingrun=TR, labeljob=LJ, dataset=ds,
+                                                                     training_lineage=[leaky]), S, NOW)
+    assert failed(p)["reason"] == "Leakage" and "Dataset iris status.frozenTest" in failed(p)["message"]

@@ -153,8 +153,11 @@ def _start(body: dict[str, Any], dumped: dict[str, Any], observed: Observed, set
         return _fail(sb, "LineageMissing",
                      f"no lineage event of TrainingRun {tr_name!r} outputs model {model['digest']}: "
                      "cannot prove the test split was not trained on")
-    leak = find_leak(inputs, {f"LabelJob {lj_name} status.splits.test": test,
-                              f"Dataset {ds_name} status.splits.test": ds_test}, tr_name)
+    test_splits = {f"LabelJob {lj_name} status.splits.test": test, f"Dataset {ds_name} status.splits.test": ds_test}
+    frozen = ds["status"].get("frozenTest")  # a Dataset may keep another version's frozen test split
+    if isinstance(frozen, dict) and frozen.get("digest") and frozen["digest"] != ds_test["digest"]:
+        test_splits[f"Dataset {ds_name} status.frozenTest"] = frozen
+    leak = find_leak(inputs, test_splits, tr_name)
     if leak:
         sb.status["checks"] = [{"metric": gate.LEAKAGE, "bound": "no shared digest or row", "passed": False, "message": leak}]
         return _fail(sb, "Leakage", leak)
