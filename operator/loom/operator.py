@@ -26,7 +26,7 @@ from loom.config import Settings
 from loom.lineage import record as lineage_record
 from loom.reconcile import dataset, deployment, evaluation, labeljob, trainingrun
 from loom.reconcile.common import Plan, StatusBuilder
-from loom.reconcile.steps import StepObserved, result_uri
+from loom.reconcile.steps import StepObserved, is_settled, result_uri
 
 log = logging.getLogger("loom.operator")
 SETTINGS = Settings.from_env()
@@ -196,8 +196,29 @@ def observe_evaluation(c: Cluster, body: dict[str, Any]):
     lj = c.loom("LabelJob", ns, _ref(tr, "labelJobRef")) if tr else None
     ds = c.loom("Dataset", ns, _ref(lj, "datasetRef")) if lj else None
     base = _step(c, body, evaluation.job_name(body))
-    return evaluation.Observed(job=base.job, result=base.result, result_error=base.result_error,
-                               trainingrun=tr, labeljob=lj, dataset=ds)
+    obs = evaluation.Observed(job=base.job, result=base.result, result_error=base.result_error,
+                              trainingrun=tr, labeljob=lj, dataset=ds)
+    # The leakage proof and the champion are read once, when the Job is about to be created.
+    trained = tr is not None and (tr.get("status") or {}).get("phase") == "Succeeded"
+    if base.job is None and trained and not is_settled(body):
+        champion = (body.get("spec") or {}).get("champion")
+        if isinstance(champion, dict):
+            obs.champion = c.loom("Deployment", ns, (champion.get("deploymentRef") or {}).get("name"))
+        obs.training_lineage, obs.lineage_error = _lineage_events(c, ns, "trainingrun", tr["metadata"]["name"])
+    return obs
+
+
+def _lineage_events(c: Cluster, ns: str, kind: str, name: str) -> tuple[list[dict[str, Any]], str | None]:
+    """A step's OpenLineage RunEvents from S3 (each with "_uri"), or the read error."""
+    try:
+        events = []
+        for obj in c.storage.list(f"s3://{c.settings.bucket}/{ns}/lineage/{kind}/{name}/"):
+            event = c.storage.get_json(obj.uri)
+            if isinstance(event, dict):
+                events.append(dict(event, _uri=obj.uri))
+        return events, None
+    except Exception as exc:  # noqa: BLE001 - the message goes into a condition
+        return [], f"{type(exc).__name__}: {exc}"
 
 
 def observe_deployment(c: Cluster, body: dict[str, Any]):

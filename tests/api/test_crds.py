@@ -18,6 +18,7 @@ from loom.api import KINDS, parse_spec, status_dict
 from loom.api import crdgen
 from loom.api.common import DIGEST_PATTERN, LoomModel, StatusModel
 from loom.api.dataset import DATASET_URI_RULE, SPLIT_IMMUTABLE_RULE, SPLIT_SUM_TOLERANCE, SplitSpec
+from loom.api.evaluation import EvaluationSpec, Perturbation, SliceSpec, Threshold
 
 from .examples import SPECS
 
@@ -105,6 +106,45 @@ CEL_EXAMPLES: dict[str, tuple[str, list[dict], list[dict]]] = {
             [{**_TR, "minAvailable": 3}],
         ),
     )},
+    # Evaluation gates (issue 5): metric names, unit bounds, slices, perturbations.
+    Threshold.cel_rules[0].rule: (
+        "Threshold",
+        [{"metric": "roc_auc", "min": 0.5}, {"metric": "latency_p99_ms", "max": 250},
+         {"metric": "robustness.noise-1.f1_macro", "min": 0.5}],
+        [{"metric": "auc", "min": 0.5}, {"metric": "robustness.noise.roc_auc", "min": 0.5},
+         {"metric": "robustness..accuracy", "min": 0.5}, {"metric": "xaccuracy", "min": 0.5}],
+    ),
+    Threshold.cel_rules[3].rule: (
+        "Threshold",
+        [{"metric": "accuracy", "min": 1.0}, {"metric": "log_loss", "max": 2.5},
+         {"metric": "throughput_rps", "min": 1000}],
+        [{"metric": "accuracy", "min": 1.5}, {"metric": "ece", "max": 2},
+         {"metric": "robustness.n.accuracy", "min": 3}],
+    ),
+    SliceSpec.cel_rules[0].rule: (
+        "SliceSpec",
+        [{"column": "species", "thresholds": [{"metric": "accuracy", "min": 0.5}]}, {"column": "a"}],
+        [{"column": "species", "thresholds": [{"metric": "roc_auc", "min": 0.5}]}],
+    ),
+    Perturbation.cel_rules[0].rule: (
+        "Perturbation",
+        [{"name": "n", "type": "gaussianNoise", "sigma": 0.1}, {"name": "d", "type": "dropValues", "rate": 0.1}],
+        [{"name": "n", "type": "gaussianNoise"}],
+    ),
+    Perturbation.cel_rules[1].rule: (
+        "Perturbation",
+        [{"name": "d", "type": "dropValues", "rate": 0.1}, {"name": "n", "type": "gaussianNoise", "sigma": 1}],
+        [{"name": "d", "type": "dropValues", "fill": "zero"}],
+    ),
+    EvaluationSpec.cel_rules[0].rule: (
+        "EvaluationSpec",
+        [{"trainingRunRef": {"name": "t"}, "thresholds": [{"metric": "accuracy", "min": 0.5}]},
+         {"trainingRunRef": {"name": "t"}, "thresholds": [{"metric": "robustness.noise.accuracy", "min": 0.5}],
+          "robustness": [{"name": "noise", "type": "gaussianNoise", "sigma": 0.1}]}],
+        [{"trainingRunRef": {"name": "t"}, "thresholds": [{"metric": "robustness.noise.accuracy", "min": 0.5}]},
+         {"trainingRunRef": {"name": "t"}, "thresholds": [{"metric": "robustness.noise.accuracy", "min": 0.5}],
+          "robustness": [{"name": "drop", "type": "dropValues", "rate": 0.1}]}],
+    ),
 }
 
 #: The same rule on a second model, whose objects need other fields: (model, rule) -> (good, bad).

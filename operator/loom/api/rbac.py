@@ -31,9 +31,9 @@ RBAC_NEEDS: tuple[RbacNeed, ...] = (
         RbacNeed(
             GROUP,
             plural,
-            frozenset({"list", "watch", "patch"} | ({"get"} if plural != "deployments" else set())),
+            frozenset({"get", "list", "watch", "patch"}),
             "kopf lists/watches cluster-wide and patches its finalizer and annotations; "
-            "the operator gets the objects one refers to (nothing refers to a Deployment)",
+            "the operator gets the objects one refers to (an Evaluation's spec.champion refers to a Deployment)",
         )
         for plural in _LOOM_PLURALS
     ),
