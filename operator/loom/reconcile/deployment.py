@@ -189,12 +189,6 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
         return _advance(body, sb, dumped, observed, state, mode, rollout, desired, now,
                         promote=annotation(PROMOTE, "promoteHandled"), abort=annotation(ABORT, "abortHandled"))
 
-    # Annotations with nothing to act on are recorded, so they never fire on a later rollout.
-    for key, handled in ((PROMOTE, "promoteHandled"), (ABORT, "abortHandled")):
-        if annotation(key, handled):
-            st[handled] = annotations[key]
-            events.append(Event("Normal", "AnnotationIgnored", f"{key}={annotations[key]!r}: no rollout in progress"))
-
     # 5. Steady state: start a rollout for a new model, or keep the champion as declared.
     rejected = st.get("rejectedModels") or []
     if desired["digest"] != champion["digest"]:
@@ -202,7 +196,7 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
             message = f"model {_short(desired['digest'])} was rolled back before; serving {_short(champion['digest'])}"
             sb.condition("Progressing", False, "ModelRejected", message)
             sb.phase("RolledBack" if st.get("phase") == "RolledBack" else "Available", "ModelRejected", message, ready=state["ready"])
-            return Plan(status=sb.build(), events=events)
+            return Plan(status=sb.build())
         steps = canary_spec(dumped)
         st.update({"canaryModel": desired, "canaryStartTime": now_iso(now), "canaryReadySince": None, "trafficPercent": 0,
                    "rollout": ro.start(desired, steps, now)})
@@ -211,8 +205,13 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
         sb.condition("Progressing", True, "RolloutStarted", message)
         sb.phase("Canary", "RolloutStarted", message, ready=True)
         return Plan(status=sb.build(), patch=[(observed.isvc, isvcs.canary_patch(desired, sa, 0, runtime, mode))],
-                    events=events + [Event("Normal", "RolloutStarted", message)])
+                    events=[Event("Normal", "RolloutStarted", message)])
 
+    # Nothing to roll out. Annotations with nothing to act on are recorded, so they never fire on a later rollout.
+    for key, handled in ((PROMOTE, "promoteHandled"), (ABORT, "abortHandled")):
+        if annotation(key, handled):
+            st[handled] = annotations[key]
+            events.append(Event("Normal", "AnnotationIgnored", f"{key}={annotations[key]!r}: no rollout in progress"))
     patches = []
     routed = isvcs.isvc_models(observed.isvc, mode)
     settled = routed["stable"] == champion["digest"] and routed["canary"] is None
