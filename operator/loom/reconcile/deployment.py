@@ -54,7 +54,10 @@ def canary_state(isvc: dict[str, Any] | None, mode: str, canary_digest: str | No
     if not (fresh and routed):
         return ro.Canary()
     if isvcs.is_raw(mode):
-        return ro.Canary(ready=bool(state["canary_ready"]), failure=state["failure"])
+        name = isvcs.predictor_name(canary_digest)
+        per = next((c for c in (isvc.get("status") or {}).get("canaryStatuses") or [] if c.get("name") == name), None)
+        ready = per.get("ready") if per is not None else state["canary_ready"]
+        return ro.Canary(ready=bool(ready), failure=state["failure"])
     return ro.Canary(ready=bool(state["latest_ready"]), failure=state["failure"])
 
 
