@@ -337,3 +337,11 @@ def test_rollout_statuses_fit_the_crd_schema():
     _rollout(b, [(isvc(D2, 10, generation=3), ro.Round(checks=[analysis.judge(P99, None, "no data")]), 11),
                  (isvc(D2, 10, generation=3), ro.Round(checks=[analysis.judge(P99, 500.0)]), 16)])
     _assert_admissible("Deployment", b["spec"], b["status"])
+
+
+def test_an_evaluation_in_another_namespace_is_refused():
+    b = body(sp_raw={"evaluationRef": {"name": "ev", "namespace": "team-b"}}, status={})
+    p = deployment.plan(b, obs(D, None), S, NOW)
+    failed = get_condition(p.status["conditions"], "Failed")
+    assert p.status["phase"] == "Failed" and failed["reason"] == "CrossNamespaceReference" and "team-b" in failed["message"]
+    assert not p.create and not p.patch
