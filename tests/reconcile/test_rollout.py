@@ -226,12 +226,23 @@ def test_refuses_an_evaluation_for_another_model_digest():
     assert get_condition(p.status["conditions"], "Progressing")["reason"] == "EvaluationModelMismatch"
 
 
-def _rollout(b, steps_obs):
+def write_status(b, desired):
+    """What the operator and the API server do with a planned status: a JSON merge patch of the
+    changed top-level keys (loom.operator.status_patch), applied as the API server applies it."""
+    from loom.local.patching import merge_patch
+
+    current = b.get("status") or {}
+    patch = {k: v for k, v in desired.items() if current.get(k) != v}
+    patch.update({k: None for k in current if k not in desired})
+    b["status"] = merge_patch(current, patch)
+
+
+def _rollout(b, steps_obs, digest=D2):
     """Feed the planner a sequence of (isvc, round, seconds); return the plans."""
     plans = []
     for isvc_obj, rnd, t in steps_obs:
-        p = deployment.plan(b, obs(D2, isvc_obj, rnd), S, at(t))
-        b["status"] = p.status
+        p = deployment.plan(b, obs(digest, isvc_obj, rnd), S, at(t))
+        write_status(b, p.status)
         plans.append(p)
     return plans
 
@@ -345,3 +356,21 @@ def test_an_evaluation_in_another_namespace_is_refused():
     failed = get_condition(p.status["conditions"], "Failed")
     assert p.status["phase"] == "Failed" and failed["reason"] == "CrossNamespaceReference" and "team-b" in failed["message"]
     assert not p.create and not p.patch
+
+
+def test_a_second_rollout_starts_clean_after_the_first_one_ended():
+    """Status is merge-patched: a new rollout must clear the last one's result and last round."""
+    good = ro.Round(checks=[analysis.judge(P99, 8.0)])
+    b = body()
+    _rollout(b, [(isvc(D), None, 0), (isvc(D2, 0, generation=2), None, 1), (isvc(D2, 10, generation=3), good, 6),
+                 (isvc(D2, 50, generation=4), good, 11)])
+    assert b["status"]["rollout"]["result"] == "Promoted"
+    D3 = "sha256:" + "c" * 64
+    _rollout(b, [(isvc(D2, generation=5), None, 20), (isvc(D3, 0, generation=6), None, 21)], digest=D3)
+    r = b["status"]["rollout"]
+    assert "result" not in r and "lastAnalysisAt" not in r and r["weight"] == 10 and r["stepsPassed"] == []
+    sp = b["spec"]
+    dumped = parse_spec("Deployment", sp).model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert ro.due(dumped, r, True, at(27)) == {"metrics": True, "webhooks": []}
+    _rollout(b, [(isvc(D3, 10, generation=7), ro.Round(checks=[analysis.judge(P99, 480.0)]), 27)], digest=D3)
+    assert b["status"]["rollout"]["analysisRounds"] == 1 and b["status"]["rollout"]["failedChecks"] == 1

@@ -292,6 +292,7 @@ class RolloutStatus(StatusModel):
     steps_passed: list[int] = Field(default_factory=list, description="Weights whose analysis passed, in order.")
     checks: list[AnalysisCheck] = Field(default_factory=list, description="The checks of the last round.")
     result: str | None = Field(default=None, description="How the rollout ended: Promoted, RolledBack or Aborted.")
+    reason: str | None = Field(default=None, description="Reason of the last decision, e.g. StepPassed, Inconclusive, AnalysisFailed.")
     message: str | None = Field(default=None, description="The last decision, for humans.")
 
 

@@ -51,10 +51,13 @@ class Decision:
 
 
 def start(model: dict[str, str], steps: list[int], now: dt.datetime) -> dict[str, Any]:
+    """A new rollout. Every key is set (None clears it): status is written as a JSON merge
+    patch, which would otherwise keep the last rollout's leftovers (its result, last round)."""
     t = now_iso(now)
     return {"model": model, "steps": list(steps), "stepIndex": 0, "weight": 0, "preRolloutPassed": False,
             "awaitingPromotion": False, "startedAt": t, "stepStartedAt": t, "lastProgressAt": t,
-            "analysisRounds": 0, "failedChecks": 0, "inconclusiveRounds": 0, "stepsPassed": [], "checks": [],
+            "lastAnalysisAt": None, "analysisRounds": 0, "failedChecks": 0, "inconclusiveRounds": 0,
+            "stepsPassed": [], "checks": [], "result": None, "reason": "Started",
             "message": "waiting for the canary to become Ready"}
 
 
@@ -103,7 +106,7 @@ def step(spec: dict[str, Any], rollout: dict[str, Any], canary: Canary, rnd: Rou
     t = now_iso(now)
 
     def out(action: str, reason: str, message: str, **kw: Any) -> tuple[dict[str, Any], Decision]:
-        r["message"] = message
+        r["message"], r["reason"] = message, reason
         if action == "promote":
             r.update({"result": "Promoted", "weight": 100})
         elif action == "rollback":
@@ -142,7 +145,7 @@ def step(spec: dict[str, Any], rollout: dict[str, Any], canary: Canary, rnd: Rou
                 return out("hold", "PreRolloutWebhookFailed", message)
         first = r["steps"][0]
         r.update({"preRolloutPassed": True, "stepIndex": 0, "weight": first, "stepStartedAt": t, "lastProgressAt": t})
-        r.pop("lastAnalysisAt", None)
+        r["lastAnalysisAt"] = None  # the first step's rounds start from its own start
         return out("weight", "StepStarted", f"step 1/{len(r['steps'])}: canary at {first}%", weight=first)
 
     if rnd is None:
@@ -193,6 +196,7 @@ def step(spec: dict[str, Any], rollout: dict[str, Any], canary: Canary, rnd: Rou
 
 
 def _hold_or_deadline(r: dict[str, Any], now: dt.datetime, deadline: int, out: Any, message: str):
-    if _since(r, "lastProgressAt", now) > deadline:
+    """Between rounds: nothing new, unless the rollout has stalled past its deadline."""
+    if not r.get("awaitingPromotion") and _since(r, "lastProgressAt", now) > deadline:
         return out("rollback", "ProgressDeadlineExceeded", f"no progress within progressDeadlineSeconds {deadline}: {message}")
-    return out("hold", "Waiting", message)
+    return out("hold", r.get("reason") or "Waiting", message)
