@@ -125,8 +125,9 @@ def rollout(obj):
     return (obj.get("status") or {}).get("rollout") or {}
 
 
-def proxy_counts(url):
-    with urllib.request.urlopen(f"{url}/loom/metrics", timeout=10) as resp:
+def proxy_counts(url, since=None):
+    query = f"?since={since}" if since else ""
+    with urllib.request.urlopen(f"{url}/loom/metrics{query}", timeout=10) as resp:
         return {rev: s["requests"] for rev, s in json.loads(resp.read())["revisions"].items()}
 
 
@@ -229,13 +230,25 @@ def test_slow_model_is_rolled_back_by_analysis_and_serves_nothing_after(env, ser
     rollback = [r["run"]["facets"]["loom"] for r in records if r["run"]["facets"].get("loom", {}).get("action") == "rollback"]
     assert len(rollback) == 1 and rollback[0]["metric"] == "latency-p50" and rollback[0]["bound"] == "<= 100"
     assert rollback[0]["rejectedModel"]["digest"] == slow["digest"] and rollback[0]["value"] > 100
-    # No request is served by the slow model after the rollback.
+    # No request is served by the slow model once the rollback has reached the InferenceService's traffic.
+    deadline = time.monotonic() + 60
+    while True:
+        isvc = env.applier.get("serving.kserve.io/v1beta1", "InferenceService", "iris", NS)
+        st = isvc.get("status") or {}
+        traffic = ((st.get("components") or {}).get("predictor") or {}).get("traffic") or []
+        if st.get("observedGeneration") == isvc["metadata"]["generation"] and not any(
+                t["revisionName"] == slow_revision and t["percent"] > 0 for t in traffic):
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
+    switched = time.time()  # the executor moves its routes before it writes that status
     url = dep["status"]["url"]
-    before = proxy_counts(url).get(slow_revision, 0)
-    assert before > 0  # it did serve during its analysis
+    assert proxy_counts(url).get(slow_revision, 0) > 0  # it did serve during its analysis
     answers = [predict(url) for _ in range(30)]
     assert all(status == 200 and rev != slow_revision for status, rev in answers), answers
-    assert proxy_counts(url).get(slow_revision, 0) == before
+    # ... and neither did any of the background clients' requests routed since then.
+    routed = proxy_counts(url, since=switched)
+    assert routed.get(slow_revision, 0) == 0 and sum(routed.values()) >= 30, routed
 
 
 def test_manual_promote_by_annotation_is_acted_on_once(env, served):
