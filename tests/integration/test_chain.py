@@ -81,7 +81,8 @@ def _second_model(env, suffix: str, hidden: int, seed: int) -> None:
 def _point_deployment_at(env, evaluation: str) -> None:
     env.applier.apply({"apiVersion": "loom.dev/v1alpha1", "kind": "Deployment",
                        "metadata": {"name": "iris", "namespace": "quickstart"},
-                       "spec": {"evaluationRef": {"name": evaluation}, "canary": {"steps": [20]}, "analysis": {"interval": 3}}})
+                       "spec": {"evaluationRef": {"name": evaluation}, "canary": {"steps": [20]},
+                                "analysis": {"interval": 3, "metrics": []}}})  # no traffic here: no metrics to judge
 
 
 def test_new_model_goes_out_as_canary_and_is_promoted(env, quickstart):

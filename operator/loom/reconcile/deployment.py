@@ -36,7 +36,8 @@ def _short(digest: str | None) -> str:
     return (digest or "")[:19]
 
 
-def canary_spec(dumped: dict[str, Any]) -> list[int]:
+def steps_of(dumped: dict[str, Any]) -> list[int]:
+    """The traffic % of each step (spec.canary.steps, or stepWeight up to maxWeight)."""
     return parse_spec("Deployment", dumped).canary.weights()
 
 
@@ -156,7 +157,8 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
         target = champion or desired
         st["canaryModel"] = None
         st["canaryStartTime"] = now_iso(now)
-        st.pop("rollout", None) if not champion else None
+        if not champion:
+            st.pop("rollout", None)
         sb.condition("Progressing", True, "Creating", f"creating InferenceService for model {_short(target['digest'])}")
         sb.phase("Progressing", "Creating", f"creating InferenceService {body['metadata']['name']}")
         manifest = isvcs.inference_service(
@@ -200,7 +202,7 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
             sb.condition("Progressing", False, "ModelRejected", message)
             sb.phase("RolledBack" if st.get("phase") == "RolledBack" else "Available", "ModelRejected", message, ready=state["ready"])
             return Plan(status=sb.build())
-        steps = canary_spec(dumped)
+        steps = steps_of(dumped)
         st.update({"canaryModel": desired, "canaryStartTime": now_iso(now), "canaryReadySince": None, "trafficPercent": 0,
                    "rollout": ro.start(desired, steps, now)})
         message = (f"rolling out model {_short(desired['digest'])} beside {_short(champion['digest'])} "
