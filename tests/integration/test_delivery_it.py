@@ -2,8 +2,8 @@
 
 A good model is promoted step by step (with the operator SIGKILLed mid-rollout,
 and webhooks gating it); a deliberately slow model (loom.local.slowmodel: the same
-predictions, so its Evaluation passes honestly, but ~0.25 s of extra work per
-request) is rolled back automatically by its latency analysis, and serves nothing
+predictions, so its Evaluation passes honestly, but 0.2 to 0.4 s of extra work
+per request) is rolled back automatically by its latency analysis, and serves nothing
 after; a third rollout is promoted by hand (loom.dev/promote).
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 
-def slow_copy(model_bytes: bytes, width: int = 512, depth: int = 12, seed: int = 0) -> bytes:
+def slow_copy(model_bytes: bytes, width: int = 1024, depth: int = 12, seed: int = 0) -> bytes:
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
     features = graph.input[0].type.tensor_type.shape.dim[-1].dim_value or 4
@@ -43,3 +43,30 @@ def slow_copy(model_bytes: bytes, width: int = 512, depth: int = 12, seed: int =
     graph.node.extend(nodes)
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def register_slow_model(applier, storage, kubeconfig: str, namespace: str, base_trainingrun: dict, name: str,
+                        evaluation: dict) -> dict:
+    """Publish a slow copy of a TrainingRun's model as TrainingRun `name` (its status copied from
+    the base, with the slow model) and apply `evaluation` for it. Call it while the operator is
+    stopped: no trainer makes slow models, so the TrainingRun's status is written by hand, and the
+    Evaluation then scores the slow model for real. Returns the slow model {uri, digest}."""
+    import copy
+    import hashlib
+
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    data = slow_copy(storage.get_bytes(base_trainingrun["status"]["model"]["uri"]))
+    uri = base_trainingrun["status"]["model"]["uri"].rsplit("/", 1)[0] + "-slow/model.onnx"
+    storage.put_bytes(uri, data)
+    model = {"uri": uri, "digest": "sha256:" + hashlib.sha256(data).hexdigest()}
+    created = applier.apply({"apiVersion": "loom.dev/v1alpha1", "kind": "TrainingRun",
+                             "metadata": {"name": name, "namespace": namespace},
+                             "spec": copy.deepcopy(base_trainingrun["spec"])})
+    status = {**copy.deepcopy(base_trainingrun["status"]), "model": model,
+              "observedGeneration": created["metadata"]["generation"]}
+    api = k8s.CustomObjectsApi(k8s_config.new_client_from_config(config_file=str(kubeconfig)))
+    api.patch_namespaced_custom_object_status("loom.dev", "v1alpha1", namespace, "trainingruns", name, {"status": status})
+    applier.apply(evaluation)
+    return model
