@@ -92,7 +92,102 @@ def predict(url: str, model: str, rows: list[list[float]]) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
-def run(workdir: Path, timeout: float) -> int:
+def _model_and_eval(suffix: str, hidden: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    tr = load(QUICKSTART / "03-trainingrun.yaml")[0]
+    tr["metadata"]["name"] = f"iris-mlp-{suffix}"
+    tr["spec"]["model"]["hiddenUnits"] = hidden
+    tr["spec"]["hyperparameters"]["seed"] = seed
+    ev = load(QUICKSTART / "04-evaluation.yaml")[0]
+    ev["metadata"]["name"] = f"iris-mlp-{suffix}-eval"
+    ev["spec"]["trainingRunRef"]["name"] = tr["metadata"]["name"]
+    return tr, ev
+
+
+def _wait(applier: Applier, kind: str, name: str, until, timeout: float, show=None) -> dict[str, Any]:
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        obj = applier.get("loom.dev/v1alpha1", kind, name, NAMESPACE) or {}
+        line = show(obj) if show else None
+        if line and line != last:
+            say(line)
+            last = line
+        if until(obj):
+            return obj
+        time.sleep(0.5)
+    raise TimeoutError(f"{kind}/{name} did not settle within {timeout:.0f}s")
+
+
+def _rollout_line(obj: dict[str, Any]) -> str:
+    status = obj.get("status") or {}
+    r = status.get("rollout") or {}
+    return f"Deployment   iris           {status.get('phase')}: {r.get('message') or summary(obj)}"
+
+
+def progressive_delivery(applier: Applier, cluster: Any, operator: Any, url: str, timeout: float) -> None:
+    """A good model promoted step by step, then a deliberately slow one rolled back by its analysis."""
+    import threading
+
+    from loom.backends.storage import Storage
+    from loom.local.slowmodel import register_slow_model
+
+    def passed(name: str) -> dict[str, Any]:
+        ev = _wait(applier, "Evaluation", name, lambda o: (o.get("status") or {}).get("phase") in ("Passed", "Failed"), timeout)
+        if ev["status"]["phase"] != "Passed":
+            raise RuntimeError(f"Evaluation {name}: {summary(ev)}")
+        say(f"Evaluation   {name:<14} Passed: {summary(ev)}")
+        return ev["status"]["model"]
+
+    stop, revisions = threading.Event(), {}
+
+    def client() -> None:  # live traffic: the analysis judges what the canary serves
+        while not stop.is_set():
+            req = urllib.request.Request(f"{url}/v1/models/iris:predict", data=json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    rev = resp.headers.get("X-Loom-Revision")
+                    revisions[rev] = revisions.get(rev, 0) + 1
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        say("progressive delivery: a second model, with live traffic on the Deployment")
+        tr, ev = _model_and_eval("v2", 24, 1)
+        applier.apply_all([tr, ev])
+        v2 = passed(ev["metadata"]["name"])
+        applier.apply({"apiVersion": "loom.dev/v1alpha1", "kind": "Deployment", "metadata": {"name": "iris", "namespace": NAMESPACE},
+                       "spec": {"evaluationRef": {"name": ev["metadata"]["name"]}}})
+        dep = _wait(applier, "Deployment", "iris", lambda o: (o.get("status") or {}).get("model", {}).get("digest") == v2["digest"]
+                    or (o.get("status") or {}).get("phase") == "RolledBack", timeout, _rollout_line)
+        say(f"steps passed: {dep['status']['rollout'].get('stepsPassed')}; champion now {dep['status']['model']['digest'][:19]}")
+        say("a deliberately slow model: the same predictions (so its Evaluation passes), 0.2 to 0.4 s of extra work per request")
+        say("(registered by hand while the operator is stopped: no trainer makes slow models)")
+        operator.stop()
+        slow_ev = load(QUICKSTART / "04-evaluation.yaml")[0]
+        slow_ev["metadata"]["name"] = "iris-mlp-slow-eval"
+        slow_ev["spec"]["trainingRunRef"]["name"] = "iris-mlp-slow"
+        base = applier.get("loom.dev/v1alpha1", "TrainingRun", tr["metadata"]["name"], NAMESPACE)
+        register_slow_model(applier, Storage.from_env(cluster.s3_env), cluster.kubeconfig, NAMESPACE, base, "iris-mlp-slow", slow_ev)
+        operator.start()
+        passed("iris-mlp-slow-eval")
+        applier.apply({"apiVersion": "loom.dev/v1alpha1", "kind": "Deployment", "metadata": {"name": "iris", "namespace": NAMESPACE},
+                       "spec": {"evaluationRef": {"name": "iris-mlp-slow-eval"}}})
+        dep = _wait(applier, "Deployment", "iris", lambda o: (o.get("status") or {}).get("phase") == "RolledBack", timeout, _rollout_line)
+        r = dep["status"]["rollout"]
+        say(f"rolled back after {r['analysisRounds']} analysis round(s) ({r['failedChecks']} failed); champion still "
+            f"{dep['status']['model']['digest'][:19]}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    say(f"requests answered per revision during the demo: {json.dumps(revisions, sort_keys=True)}")
+
+
+def run(workdir: Path, timeout: float, delivery: bool = False) -> int:
     from loom.lineage.record import format_lineage
     from loom.local.cluster import EmbeddedCluster
     from loom.local.operatorproc import OperatorProcess
@@ -131,6 +226,8 @@ def run(workdir: Path, timeout: float) -> int:
 
             print(format_lineage(Storage.from_env(cluster.s3_env), cluster.s3_env.get("LOOM_S3_BUCKET", "loom"),
                                  NAMESPACE, f"deployment/{model}"), flush=True)
+            if delivery:
+                progressive_delivery(applier, cluster, operator, url, timeout)
         finally:
             operator.stop()
     say(f"demo finished in {time.monotonic() - started:.0f}s")
@@ -141,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=".loom/demo", help="working directory for the embedded cluster")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the chain")
+    parser.add_argument("--delivery", action="store_true",
+                        help="then roll out a second model step by step, and roll back a deliberately slow one (about 1.5 min more)")
     args = parser.parse_args(argv)
-    return run(Path(args.dir).resolve(), args.timeout)
+    return run(Path(args.dir).resolve(), args.timeout, args.delivery)
 
 
 if __name__ == "__main__":

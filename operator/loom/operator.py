@@ -20,6 +20,7 @@ from kubernetes.client.rest import ApiException
 from loom import GROUP, VERSION
 from loom.api import kind_info
 from loom.backends.jobs import job_outcome
+from loom.backends import rounds
 from loom.backends.pytorchjob import pytorchjob_outcome
 from loom.backends.storage import Storage
 from loom.config import Settings
@@ -223,9 +224,14 @@ def _lineage_events(c: Cluster, ns: str, kind: str, name: str) -> tuple[list[dic
 
 def observe_deployment(c: Cluster, body: dict[str, Any]):
     ns = body["metadata"]["namespace"]
+    ev = c.loom("Evaluation", ns, _ref(body, "evaluationRef"))
+    isvc = c.get(INFERENCESERVICES, ns, body["metadata"]["name"])
     return deployment.Observed(
-        evaluation=c.loom("Evaluation", ns, _ref(body, "evaluationRef")),
-        isvc=c.get(INFERENCESERVICES, ns, body["metadata"]["name"]),
+        evaluation=ev,
+        isvc=isvc,
+        trainingrun=c.loom("TrainingRun", ns, _ref(ev, "trainingRunRef")) if ev else None,
+        # metric queries and webhooks of a due analysis round (none when no round is due)
+        round=rounds.run_round(body, isvc, dt.datetime.now(dt.timezone.utc)),
     )
 
 

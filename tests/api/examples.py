@@ -44,7 +44,10 @@ EVALUATION = {
 
 DEPLOYMENT = {
     "evaluationRef": {"name": "iris-mlp-eval"},
-    "canary": {"trafficPercent": 20},
+    "canary": {"steps": [10, 50], "progressDeadlineSeconds": 120},
+    "analysis": {"interval": 10, "failureLimit": 2,
+                 "metrics": [{"name": "error-rate", "thresholdRange": {"max": 1}},
+                             {"name": "latency-p99", "thresholdRange": {"max": 500}}]},
 }
 
 SPECS = {

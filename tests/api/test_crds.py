@@ -18,6 +18,7 @@ from loom.api import KINDS, parse_spec, status_dict
 from loom.api import crdgen
 from loom.api.common import DIGEST_PATTERN, LoomModel, StatusModel
 from loom.api.dataset import DATASET_URI_RULE, SPLIT_IMMUTABLE_RULE, SPLIT_SUM_TOLERANCE, SplitSpec
+from loom.api.deployment import AnalysisMetric, CanarySpec, ThresholdRange
 from loom.api.evaluation import EvaluationSpec, Perturbation, SliceSpec, Threshold
 
 from .examples import SPECS
@@ -144,6 +145,30 @@ CEL_EXAMPLES: dict[str, tuple[str, list[dict], list[dict]]] = {
         [{"trainingRunRef": {"name": "t"}, "thresholds": [{"metric": "robustness.noise.accuracy", "min": 0.5}]},
          {"trainingRunRef": {"name": "t"}, "thresholds": [{"metric": "robustness.noise.accuracy", "min": 0.5}],
           "robustness": [{"name": "drop", "type": "dropValues", "rate": 0.1}]}],
+    ),
+    # Deployment progressive delivery (loom.api.deployment)
+    CanarySpec.cel_rules[0].rule: (
+        "CanarySpec",
+        [{"steps": [10, 50]}, {"stepWeight": 10, "maxWeight": 50}, {}],
+        [{"steps": [10, 50], "stepWeight": 10}, {"steps": [10], "maxWeight": 50}],
+    ),
+    CanarySpec.cel_rules[1].rule: (
+        "CanarySpec",
+        [{"stepWeight": 10, "maxWeight": 50}, {"stepWeight": 50, "maxWeight": 50}, {"stepWeight": 10}],
+        [{"stepWeight": 60, "maxWeight": 50}],
+    ),
+    CanarySpec.cel_rules[2].rule: (
+        "CanarySpec",
+        [{"steps": [10]}, {"steps": [1, 2, 3, 4, 5, 6, 7, 8, 9, 100]}, {}],
+        [{"steps": [20, 10]}, {"steps": [10, 10]}, {"steps": [1, 2, 3, 4, 5, 6, 7, 8, 9, 9]}],
+    ),
+    ThresholdRange.cel_rules[0].rule: ("ThresholdRange", [{"min": 1}, {"max": 2}, {"min": 0, "max": 0}], [{}]),
+    ThresholdRange.cel_rules[1].rule: ("ThresholdRange", [{"min": 1, "max": 2}, {"min": 3}], [{"min": 2, "max": 1}]),
+    AnalysisMetric.cel_rules[0].rule: (
+        "AnalysisMetric",
+        [{"name": "error-rate", "thresholdRange": {"max": 1}},
+         {"name": "custom", "thresholdRange": {"max": 1}, "prometheus": {"address": "http://p:9090", "query": "up"}}],
+        [{"name": "custom", "thresholdRange": {"max": 1}}],
     ),
 }
 
@@ -495,11 +520,14 @@ def test_there_are_cel_rules_where_the_design_wants_them() -> None:
     assert ("Dataset", ".spec.split") in where
     assert ("LabelJob", ".spec.annotations[]") in where
     assert ("Evaluation", ".spec.thresholds[]") in where
+    assert ("Deployment", ".spec.canary") in where
+    assert ("Deployment", ".spec.analysis.metrics[]") in where
     # Plain bounds need no CEL: the schema's minimum/maximum name the field themselves.
     canary = schema_of(crds()["Deployment"])["properties"]["spec"]["properties"]["canary"]
-    assert "x-kubernetes-validations" not in canary
-    traffic = canary["properties"]["trafficPercent"]
-    assert (traffic["type"], traffic["minimum"], traffic["maximum"]) == ("integer", 1, 99)
+    weight = canary["properties"]["stepWeight"]
+    assert (weight["type"], weight["minimum"], weight["maximum"]) == ("integer", 1, 100)
+    step = canary["properties"]["steps"]["items"]
+    assert (step["type"], step["minimum"], step["maximum"]) == ("integer", 1, 100)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -173,9 +173,9 @@ def test_evaluation_defaults_and_thresholds() -> None:
 def test_deployment_defaults() -> None:
     spec = parse_spec("Deployment", {"evaluationRef": {"name": "e"}})
     assert isinstance(spec, DeploymentSpec)
-    assert spec.canary.traffic_percent == 20
-    assert spec.canary.analysis_seconds == 10
-    assert spec.canary.ready_deadline_seconds == 120
+    assert spec.canary.weights() == [20, 40, 60]
+    assert spec.analysis.interval == 10 and spec.analysis.failure_limit == 2
+    assert spec.canary.progress_deadline_seconds == 120
     assert spec.service_account_name == "loom-s3"
 
 
@@ -259,9 +259,9 @@ def test_enums_and_bounds_name_the_field() -> None:
     assert msg.startswith("spec.hyperparameters.learningRate: input should be greater than 0")
     msg = bad("TrainingRun", edited("TrainingRun", model={"type": "transformer"}))
     assert msg.startswith("spec.model.type: ")
-    msg = bad("Deployment", edited("Deployment", canary={"trafficPercent": 100}))
-    assert msg == "spec.canary.trafficPercent: input should be less than or equal to 99 (got 100)"
-    assert "spec.canary.trafficPercent" in bad("Deployment", edited("Deployment", canary={"trafficPercent": 0}))
+    msg = bad("Deployment", edited("Deployment", canary={"stepWeight": 101}))
+    assert msg == "spec.canary.stepWeight: input should be less than or equal to 100 (got 101)"
+    assert "spec.canary.maxWeight" in bad("Deployment", edited("Deployment", canary={"maxWeight": 0}))
 
 
 def test_reference_names_are_checked() -> None:

@@ -55,7 +55,12 @@ ADMISSION = [
     ("unknown-metric", obj("Evaluation", "k", {"trainingRunRef": {"name": "x"}, "thresholds": [{"metric": "vibes", "min": 0.5}]}), ["spec.thresholds[0].metric"]),
     ("min-above-max", obj("Evaluation", "l", {"trainingRunRef": {"name": "x"}, "thresholds": [{"metric": "accuracy", "min": 0.9, "max": 0.5}]}), ["spec.thresholds[0]"]),
     ("bound-missing", obj("Evaluation", "m", {"trainingRunRef": {"name": "x"}, "thresholds": [{"metric": "accuracy"}]}), ["spec.thresholds[0]"]),
-    ("canary-percent", obj("Deployment", "n", {"evaluationRef": {"name": "x"}, "canary": {"trafficPercent": 150}}), ["spec.canary.trafficPercent"]),
+    ("canary-percent", obj("Deployment", "n", {"evaluationRef": {"name": "x"}, "canary": {"stepWeight": 150}}), ["spec.canary.stepWeight"]),
+    ("step-out-of-range", obj("Deployment", "n2", {"evaluationRef": {"name": "x"}, "canary": {"steps": [10, 101]}}), ["spec.canary.steps[1]"]),
+    ("steps-not-increasing", obj("Deployment", "n3", {"evaluationRef": {"name": "x"}, "canary": {"steps": [50, 20]}}), ["spec.canary.steps", "strictly increasing"]),
+    ("step-above-max", obj("Deployment", "n4", {"evaluationRef": {"name": "x"}, "canary": {"stepWeight": 60, "maxWeight": 50}}), ["spec.canary.stepWeight", "maxWeight"]),
+    ("unknown-builtin-metric", obj("Deployment", "n5", {"evaluationRef": {"name": "x"}, "analysis": {"metrics": [{"name": "vibes", "thresholdRange": {"max": 1}}]}}), ["spec.analysis.metrics[0].name", "builtin"]),
+    ("range-min-above-max", obj("Deployment", "n6", {"evaluationRef": {"name": "x"}, "analysis": {"metrics": [{"name": "error-rate", "thresholdRange": {"min": 5, "max": 1}}]}}), ["spec.analysis.metrics[0].thresholdRange.min"]),
 ]
 
 

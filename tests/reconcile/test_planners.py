@@ -150,7 +150,7 @@ def test_evaluation_fails_naming_metrics_and_passes_otherwise():
 # --- Deployment: the rollout state machine -------------------------------------------------
 
 PASSED = lambda digest: {"metadata": {"name": "ev"}, "status": {"phase": "Passed", "model": {"uri": f"s3://loom/{digest[7:9]}.onnx", "digest": digest}, "report": {"uri": "s3://r", "digest": D}}}  # noqa: E731
-DEP_SPEC = {"evaluationRef": {"name": "ev"}, "canary": {"trafficPercent": 25, "analysisSeconds": 5, "readyDeadlineSeconds": 60}}
+DEP_SPEC = {"evaluationRef": {"name": "ev"}, "canary": {"steps": [25], "progressDeadlineSeconds": 60}, "analysis": {"interval": 5}}
 
 
 def isvc(digest, ready=True, latest_ready=True, canary=None, failure=False, generation=1):
@@ -192,16 +192,18 @@ def _available(digest):
 
 
 def test_new_model_goes_canary_then_promoted_after_analysis():
+    from loom.reconcile.rollout import Round
+
     b = _available(D)
     p = deployment.plan(b, deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D)), S, NOW)
     assert p.status["phase"] == "Canary" and p.patch
     patch = p.patch[0][1]["spec"]["predictor"]
-    assert patch["canaryTrafficPercent"] == 25 and patch["model"]["storageUri"].endswith("bb.onnx")
+    assert patch["canaryTrafficPercent"] == 0 and patch["model"]["storageUri"].endswith("bb.onnx")
     b["status"] = p.status
-    obs = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, canary=25, generation=2))
-    p = deployment.plan(b, obs, S, NOW + dt.timedelta(seconds=1))
-    assert p.status["phase"] == "Canary" and not p.patch
+    p = deployment.plan(b, deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, canary=0, generation=2)), S, NOW + dt.timedelta(seconds=1))
+    assert p.status["phase"] == "Canary" and p.patch[0][1]["spec"]["predictor"]["canaryTrafficPercent"] == 25
     b["status"] = p.status
+    obs = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, canary=25, generation=3), round=Round(checks=[]))
     p = deployment.plan(b, obs, S, NOW + dt.timedelta(seconds=7))
     assert p.status["phase"] == "Available" and p.status["model"]["digest"] == D2
     assert p.status["previousModel"]["digest"] == D
@@ -211,25 +213,24 @@ def test_new_model_goes_canary_then_promoted_after_analysis():
 def test_failing_canary_rolls_back_and_is_not_retried():
     b = _available(D)
     b["status"].update(deployment.plan(b, deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D)), S, NOW).status)
-    obs = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, latest_ready=False, canary=25, failure=True, generation=2))
+    obs = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, latest_ready=False, canary=0, failure=True, generation=2))
     p = deployment.plan(b, obs, S, NOW + dt.timedelta(seconds=2))
     assert p.status["phase"] == "RolledBack" and D2 in [m["digest"] for m in p.status["rejectedModels"]]
     rb = get_condition(p.status["conditions"], "RolledBack")
     assert rb["status"] == "True" and "digest mismatch" in rb["message"]
-    back = p.patch[0][1]["spec"]["predictor"]
-    assert back["model"]["storageUri"].endswith("aa.onnx") and back["canaryTrafficPercent"] is None
+    assert p.patch[0][1] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}  # all traffic to the champion
     b["status"] = p.status
-    p = deployment.plan(b, deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D, generation=3)), S, NOW + dt.timedelta(seconds=3))
+    p = deployment.plan(b, deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, canary=0, generation=3)), S, NOW + dt.timedelta(seconds=3))
     assert not p.patch and p.status["phase"] == "RolledBack"
 
 
 def test_canary_that_never_gets_ready_rolls_back_at_deadline():
     b = _available(D)
     b["status"].update(deployment.plan(b, deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D)), S, NOW).status)
-    obs = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, latest_ready=False, canary=25, generation=2))
+    obs = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, latest_ready=False, canary=0, generation=2))
     assert deployment.plan(b, obs, S, NOW + dt.timedelta(seconds=30)).status["phase"] == "Canary"
     p = deployment.plan(b, obs, S, NOW + dt.timedelta(seconds=61))
-    assert p.status["phase"] == "RolledBack" and "readyDeadlineSeconds" in get_condition(p.status["conditions"], "RolledBack")["message"]
+    assert p.status["phase"] == "RolledBack" and "progressDeadlineSeconds" in get_condition(p.status["conditions"], "RolledBack")["message"]
 
 
 def test_drifted_inferenceservice_is_restored():
@@ -282,7 +283,7 @@ def test_planner_statuses_fit_the_crd_schemas():
     b = _available(D)
     b["status"].update(deployment.plan(b, deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D)), S, NOW).status)
     _assert_admissible("Deployment", DEP_SPEC, b["status"])
-    bad = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, latest_ready=False, canary=25, failure=True, generation=2))
+    bad = deployment.Observed(evaluation=PASSED(D2), isvc=isvc(D2, latest_ready=False, canary=0, failure=True, generation=2))
     _assert_admissible("Deployment", DEP_SPEC, deployment.plan(b, bad, S, NOW + dt.timedelta(seconds=2)).status)
 
 

@@ -3,7 +3,7 @@
 A :class:`TrafficProxy` forwards each request to one revision, chosen at random
 with the weights of the current traffic table, and records per revision the
 request count, errors (5xx or unreachable) and latencies. ``GET /loom/metrics``
-answers them as JSON (``?since=<unix seconds>`` narrows to a window), and
+answers them as JSON (``?since=<unix seconds>`` narrows to the requests routed since then), and
 :meth:`TrafficProxy.metrics` gives the same in Python. Every answer carries the
 revision that served it in the ``X-Loom-Revision`` header.
 
@@ -37,13 +37,15 @@ class RevisionStats:
         self.codes: collections.Counter[str] = collections.Counter()
         self.samples: collections.deque[tuple[float, float, bool]] = collections.deque(maxlen=100_000)
 
-    def record(self, latency: float, status: int) -> None:
+    def record(self, latency: float, status: int, routed_at: float | None = None) -> None:
+        """One answered request; its sample is stamped with when it was routed (a window then
+        holds the requests routed in it, however long they took)."""
         ok = status < 500
         self.requests += 1
         if not ok:
             self.errors += 1
         self.codes[str(status)] += 1
-        self.samples.append((time.time(), latency, ok))
+        self.samples.append((time.time() if routed_at is None else routed_at, latency, ok))
 
     def summary(self, since: float | None = None) -> dict[str, Any]:
         samples = [s for s in list(self.samples) if since is None or s[0] >= since]
@@ -98,9 +100,9 @@ class TrafficProxy:
             x -= w
         return routes[-1][0], routes[-1][1]
 
-    def _record(self, rev: str, latency: float, status: int) -> None:
+    def _record(self, rev: str, latency: float, status: int, routed_at: float | None = None) -> None:
         with self._lock:
-            self._stats.setdefault(rev, RevisionStats()).record(latency, status)
+            self._stats.setdefault(rev, RevisionStats()).record(latency, status, routed_at)
 
     def metrics(self, since: float | None = None) -> dict[str, Any]:
         with self._lock:
@@ -122,6 +124,7 @@ class TrafficProxy:
         if choice is None:
             return web.json_response({"error": f"inference service {self.name} has no ready revision"}, status=503)
         rev, port = choice
+        routed_at = time.time()
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         t0 = time.perf_counter()
@@ -133,10 +136,10 @@ class TrafficProxy:
                 status = upstream.status
                 out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROP_RESPONSE}
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            self._record(rev, time.perf_counter() - t0, 502)
+            self._record(rev, time.perf_counter() - t0, 502, routed_at)
             return web.json_response({"error": f"revision {rev} unreachable: {e.__class__.__name__}"}, status=502,
                                      headers={"X-Loom-Revision": rev})
-        self._record(rev, time.perf_counter() - t0, status)
+        self._record(rev, time.perf_counter() - t0, status, routed_at)
         out_headers["X-Loom-Revision"] = rev
         return web.Response(status=status, body=payload, headers=out_headers)
 
