@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration crds crds-check lint chart images clean
+.PHONY: install demo demo-delivery test test-unit test-integration crds crds-check lint chart images clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m loom.demo
+
+# The quickstart, then a second model promoted step by step and a slow one rolled back.
+demo-delivery: $(STAMP)
+	$(PY) -m loom.demo --delivery
 
 test: $(STAMP)
 	$(PY) -m pytest -q
