@@ -128,7 +128,7 @@ def progressive_delivery(applier: Applier, cluster: Any, operator: Any, url: str
     import threading
 
     from loom.backends.storage import Storage
-    from loom.local.slowmodel import register_slow_model
+    from loom.local.slowmodel import register_slow_model, without_latency_bounds
 
     def passed(name: str) -> dict[str, Any]:
         ev = _wait(applier, "Evaluation", name, lambda o: (o.get("status") or {}).get("phase") in ("Passed", "Failed"), timeout)
@@ -165,9 +165,10 @@ def progressive_delivery(applier: Applier, cluster: Any, operator: Any, url: str
                     or (o.get("status") or {}).get("phase") == "RolledBack", timeout, _rollout_line)
         say(f"steps passed: {dep['status']['rollout'].get('stepsPassed')}; champion now {dep['status']['model']['digest'][:19]}")
         say("a deliberately slow model: the same predictions (so its Evaluation passes), 0.2 to 0.4 s of extra work per request")
-        say("(registered by hand while the operator is stopped: no trainer makes slow models)")
+        say("(registered by hand while the operator is stopped: no trainer makes slow models; its Evaluation")
+        say(" bounds no latency here, since the quickstart's latency_p99_ms bound would refuse it offline)")
         operator.stop()
-        slow_ev = load(QUICKSTART / "04-evaluation.yaml")[0]
+        slow_ev = without_latency_bounds(load(QUICKSTART / "04-evaluation.yaml")[0])
         slow_ev["metadata"]["name"] = "iris-mlp-slow-eval"
         slow_ev["spec"]["trainingRunRef"]["name"] = "iris-mlp-slow"
         base = applier.get("loom.dev/v1alpha1", "TrainingRun", tr["metadata"]["name"], NAMESPACE)

@@ -9,7 +9,6 @@ after; a third rollout is promoted by hand (loom.dev/promote).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import threading
 import time
@@ -174,26 +173,16 @@ def test_good_model_is_promoted_step_by_step_across_an_operator_restart(env, ser
 
 
 def _forge_slow_trainingrun(env, base: dict) -> dict:
-    """The slow model's TrainingRun: v2's status with the slow model (the operator is down while it is written,
-    so no PyTorchJob races it; the Evaluation then scores the slow model for real)."""
-    from loom.local.slowmodel import slow_copy
+    """The slow model's TrainingRun: v2's status and lineage with the slow model (the operator is down while
+    they are written, so no PyTorchJob races them; the Evaluation then scores the slow model for real)."""
+    from loom.local.slowmodel import register_slow_model, without_latency_bounds
 
-    data = slow_copy(env.storage.get_bytes(base["status"]["model"]["uri"]))
-    uri = base["status"]["model"]["uri"].rsplit("/", 1)[0] + "-slow/model.onnx"
-    env.storage.put_bytes(uri, data)
-    model = {"uri": uri, "digest": "sha256:" + hashlib.sha256(data).hexdigest()}
-    tr = {"apiVersion": "loom.dev/v1alpha1", "kind": "TrainingRun",
-          "metadata": {"name": "iris-mlp-slow", "namespace": NS}, "spec": copy.deepcopy(base["spec"])}
+    ev = without_latency_bounds(in_ns(env.quickstart("04-evaluation.yaml")[0]))
+    ev["metadata"]["name"] = "iris-mlp-slow-eval"
+    ev["spec"]["trainingRunRef"]["name"] = "iris-mlp-slow"
     env.operator.kill()
     try:
-        created = env.applier.apply(tr)
-        status = {**copy.deepcopy(base["status"]), "model": model, "observedGeneration": created["metadata"]["generation"]}
-        api = k8s.CustomObjectsApi(k8s_config.new_client_from_config(config_file=str(env.cluster.kubeconfig)))
-        api.patch_namespaced_custom_object_status("loom.dev", "v1alpha1", NS, "trainingruns", "iris-mlp-slow", {"status": status})
-        ev = in_ns(env.quickstart("04-evaluation.yaml")[0])
-        ev["metadata"]["name"] = "iris-mlp-slow-eval"
-        ev["spec"]["trainingRunRef"]["name"] = "iris-mlp-slow"
-        env.applier.apply(ev)
+        model = register_slow_model(env.applier, env.storage, env.cluster.kubeconfig, NS, base, "iris-mlp-slow", ev)
     finally:
         env.start_operator()
     done = env.wait_phase("Evaluation", "iris-mlp-slow-eval", {"Passed", "Failed"}, timeout=300, ns=NS)

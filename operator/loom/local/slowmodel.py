@@ -45,12 +45,25 @@ def slow_copy(model_bytes: bytes, width: int = 1024, depth: int = 12, seed: int 
     return model.SerializeToString()
 
 
+def without_latency_bounds(evaluation: dict) -> dict:
+    """A copy of an Evaluation manifest with no latency thresholds. The slow model's Evaluation uses
+    it: with the quickstart's latency_p99_ms bound the offline gate already refuses the slow model,
+    and the point here is to show the online analysis catching what an offline gate let through."""
+    import copy
+
+    out = copy.deepcopy(evaluation)
+    out["spec"]["thresholds"] = [t for t in out["spec"].get("thresholds") or []
+                                 if not t["metric"].startswith(("latency_", "throughput_"))]
+    return out
+
+
 def register_slow_model(applier, storage, kubeconfig: str, namespace: str, base_trainingrun: dict, name: str,
                         evaluation: dict) -> dict:
     """Publish a slow copy of a TrainingRun's model as TrainingRun `name` (its status copied from
     the base, with the slow model) and apply `evaluation` for it. Call it while the operator is
-    stopped: no trainer makes slow models, so the TrainingRun's status is written by hand, and the
-    Evaluation then scores the slow model for real. Returns the slow model {uri, digest}."""
+    stopped: no trainer makes slow models, so the TrainingRun's status and lineage event are written
+    by hand (the event names the base model it derives from), and the Evaluation then scores the
+    slow model for real. Returns the slow model {uri, digest}."""
     import copy
     import hashlib
 
@@ -68,5 +81,33 @@ def register_slow_model(applier, storage, kubeconfig: str, namespace: str, base_
               "observedGeneration": created["metadata"]["generation"]}
     api = k8s.CustomObjectsApi(k8s_config.new_client_from_config(config_file=str(kubeconfig)))
     api.patch_namespaced_custom_object_status("loom.dev", "v1alpha1", namespace, "trainingruns", name, {"status": status})
+    _record_lineage(storage, namespace, base_trainingrun, created, model)
     applier.apply(evaluation)
     return model
+
+
+def _record_lineage(storage, namespace: str, base: dict, created: dict, model: dict) -> None:
+    """The slow TrainingRun's lineage event, as its trainer would have written it: the base run's
+    inputs (so the Evaluation's leakage proof walks the same splits), the slow model as output, and
+    a facet saying how the model was made from the base model."""
+    from loom.lineage.graph import load_events
+    from loom.lineage.openlineage import dataset_digest, dataset_uri
+    from loom.lineage.record import write
+    from loom.reconcile.common import LineageRecord
+
+    base_name, base_digest = base["metadata"]["name"], base["status"]["model"]["digest"]
+    inputs = None
+    for event in load_events(storage, namespace):
+        if event["job"]["name"] != f"trainingrun/{base_name}":
+            continue
+        if any(dataset_digest(o) == base_digest for o in event.get("outputs") or []):
+            inputs = [{"uri": dataset_uri(i), "digest": dataset_digest(i)} for i in event.get("inputs") or []]
+            break
+    if inputs is None:
+        raise RuntimeError(f"no lineage event of TrainingRun {base_name} produced {base_digest}")
+    meta = created["metadata"]
+    write(storage, storage.bucket, namespace, LineageRecord(
+        kind="trainingrun", name=meta["name"], run_key=f"{meta['uid'][:8]}-g{meta.get('generation') or 1}",
+        inputs=inputs, outputs=[model],
+        facets={"derivedFrom": {"trainingRun": base_name, "model": base["status"]["model"]},
+                "transform": "loom.local.slowmodel.slow_copy: same predictions plus a deliberately slow block"}))
