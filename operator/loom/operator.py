@@ -112,11 +112,12 @@ class Cluster:
         meta = obj["metadata"]
         self.custom.patch_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], patch)
 
-    def patch_status(self, body: dict[str, Any], patch: dict[str, Any]) -> None:
+    def patch_status(self, body: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch status; the object as the server has it after the write."""
         group, version, plural = _resource(body)
         meta = body["metadata"]
-        self.custom.patch_namespaced_custom_object_status(group, version, meta["namespace"], plural, meta["name"],
-                                                          {"status": patch})
+        return self.custom.patch_namespaced_custom_object_status(group, version, meta["namespace"], plural,
+                                                                 meta["name"], {"status": patch})
 
     def write_lineage(self, namespace: str, record: Any) -> None:
         lineage_record.write(self.storage, self.settings.bucket, namespace, record)
@@ -270,13 +271,49 @@ def apply(c: Cluster, body: dict[str, Any], plan: Plan) -> None:
     # Written here, not through kopf's patch, so that a refused write is ours to report.
     delta = status_patch(dict(body.get("status") or {}), plan.status)
     if delta:
-        c.patch_status(body, delta)
+        WRITTEN.remember(body, c.patch_status(body, delta))
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
+class WrittenStatus:
+    """The status each object got from our last status write, until kopf's body shows it.
+
+    A busy operator's watch lags behind its own writes: the body a timer gets can still be
+    the version before our last status patch. Planned against it, the same patch would be
+    sent again on every tick until the watch catches up (a feedback loop under load). When
+    the body is exactly the version our write replaced, the status that write produced is
+    the current one. Any other version (ours or newer) is fresh: the body is used as it is.
+    """
+
+    def __init__(self, limit: int = 100_000):
+        self.limit = limit
+        self._by_uid: dict[str, tuple[str, str, dict[str, Any]]] = {}  # uid -> (rv before, rv after, status)
+
+    def remember(self, before: dict[str, Any], after: Any) -> None:
+        meta, new_meta = before.get("metadata") or {}, (after or {}).get("metadata") if isinstance(after, dict) else None
+        if not new_meta or not meta.get("uid") or not meta.get("resourceVersion"):
+            return
+        if len(self._by_uid) >= self.limit:  # entries of deleted objects: never more than this
+            self._by_uid.clear()
+        self._by_uid[meta["uid"]] = (meta["resourceVersion"], new_meta.get("resourceVersion"), after.get("status") or {})
+
+    def current(self, raw: dict[str, Any]) -> dict[str, Any]:
+        meta = raw.get("metadata") or {}
+        entry = self._by_uid.get(meta.get("uid"))
+        if entry is None:
+            return raw
+        if meta.get("resourceVersion") != entry[0]:
+            self._by_uid.pop(meta.get("uid"), None)  # the watch has caught up
+            return raw
+        return {**raw, "status": copy.deepcopy(entry[2])}
+
+
+WRITTEN = WrittenStatus()
+
+
 def reconcile(kind: str, observe: Callable, planner: Callable, body: kopf.Body, logger: Any) -> None:
-    raw = dict(body)
+    raw = WRITTEN.current(dict(body))
     raw.setdefault("kind", kind)
     c = cluster()
     try:

@@ -85,3 +85,15 @@ def test_creating_the_job_and_seeing_it_unstarted_is_one_status_write():
     later = trainingrun.plan(after, trainingrun.Observed(job=job), S, NOW + dt.timedelta(seconds=2))
     assert op.status_patch(after["status"], later.status) == {}
     assert not later.create and not later.events
+
+
+def test_a_body_that_lags_behind_our_status_write_is_planned_with_what_we_wrote():
+    written = op.WrittenStatus()
+    before = {"metadata": {"uid": "u1", "resourceVersion": "5"}, "status": {"phase": "Pending"}}
+    written.remember(before, {"metadata": {"uid": "u1", "resourceVersion": "9"}, "status": {"phase": "Running"}})
+    # kopf still hands over version 5: the status our write produced (version 9) is the current one.
+    assert written.current(dict(before))["status"] == {"phase": "Running"}
+    # The watch has caught up (9, or anything newer): the body as it is, and the record is dropped.
+    fresh = {"metadata": {"uid": "u1", "resourceVersion": "12"}, "status": {"phase": "Failed"}}
+    assert written.current(fresh) is fresh
+    assert written.current(dict(before)) == before
