@@ -6,6 +6,7 @@ difference. Nothing here decides anything; a restart at any point converges.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -21,7 +22,7 @@ from loom import GROUP, VERSION
 from loom.api import kind_info
 from loom.backends.jobs import job_outcome
 from loom.backends import rounds
-from loom.backends.pytorchjob import pytorchjob_outcome
+from loom.backends.pytorchjob import is_suspended, pytorchjob_outcome
 from loom.backends.storage import Storage
 from loom.config import Settings
 from loom.lineage import record as lineage_record
@@ -56,12 +57,27 @@ class Cluster:
         self.settings = settings
         self.custom = k8s.CustomObjectsApi(k8s.ApiClient())
         self._storage: Storage | None = None
+        # kopf indexes (see INDEXED): resource -> kopf.Index by (namespace, name); set by the timers.
+        self.indexes: dict[tuple[str, str, str], Any] = {}
 
     @property
     def storage(self) -> Storage:
         if self._storage is None:  # connect on first use, not at import
             self._storage = Storage.from_env()
         return self._storage
+
+    def cached(self, resource: tuple[str, str, str], namespace: str, name: str | None) -> dict[str, Any] | None:
+        """The object as the operator's watch last saw it, or None when the watch has not seen it.
+
+        None is no proof of absence (the watch can lag behind a create): callers GET then."""
+        index = self.indexes.get(resource)
+        if index is None or not name:
+            return None
+        try:
+            found = list(index.get((namespace, name), ()))
+        except RuntimeError:  # changed by the event loop while read from this worker thread
+            return None
+        return copy.deepcopy(found[0]) if found else None
 
     def get(self, resource: tuple[str, str, str], namespace: str, name: str | None) -> dict[str, Any] | None:
         if not name:
@@ -75,7 +91,8 @@ class Cluster:
             raise
 
     def loom(self, kind: str, namespace: str, name: str | None) -> dict[str, Any] | None:
-        return self.get((GROUP, VERSION, kind_info(kind).plural), namespace, name)
+        resource = (GROUP, VERSION, kind_info(kind).plural)
+        return self.cached(resource, namespace, name) or self.get(resource, namespace, name)
 
     def read_result(self, uri: str) -> tuple[dict[str, Any] | None, str | None]:
         try:
@@ -96,11 +113,12 @@ class Cluster:
         meta = obj["metadata"]
         self.custom.patch_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], patch)
 
-    def patch_status(self, body: dict[str, Any], patch: dict[str, Any]) -> None:
+    def patch_status(self, body: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch status; the object as the server has it after the write."""
         group, version, plural = _resource(body)
         meta = body["metadata"]
-        self.custom.patch_namespaced_custom_object_status(group, version, meta["namespace"], plural, meta["name"],
-                                                          {"status": patch})
+        return self.custom.patch_namespaced_custom_object_status(group, version, meta["namespace"], plural,
+                                                                 meta["name"], {"status": patch})
 
     def write_lineage(self, namespace: str, record: Any) -> None:
         lineage_record.write(self.storage, self.settings.bucket, namespace, record)
@@ -171,9 +189,11 @@ def observe_trainingrun(c: Cluster, body: dict[str, Any]):
     ns = body["metadata"]["namespace"]
     trainjob = trainingrun.backend_of(body) == "trainjob"
     name = trainingrun.job_name(body)
-    # Always read: the body kopf hands us can lag behind our own status write, and a second
-    # create (409) would post a second "Created" event.
-    job = c.get(TRAINJOBS if trainjob else PYTORCHJOBS, ns, name)
+    # The job as the PyTorchJob watch last saw it; if the watch has not seen it, always read:
+    # the body kopf hands us can lag behind our own status write, and a second create (409)
+    # would post a second "Created" event.
+    resource = TRAINJOBS if trainjob else PYTORCHJOBS
+    job = c.cached(resource, ns, name) or c.get(resource, ns, name)
     obs = trainingrun.Observed(job=job)
     state = (trainingrun.trainjob.trainjob_outcome if trainjob else pytorchjob_outcome)(job)[0]
     if job is None or state in ("succeeded", "failed"):  # to create the job, or for the lineage record
@@ -185,7 +205,10 @@ def observe_trainingrun(c: Cluster, body: dict[str, Any]):
             obs.queue = observe_localqueue(c, ns, queue)
     if state in ("succeeded", "failed"):
         obs.result, obs.result_error = c.read_result(result_uri(c.settings, body))
-    elif job is not None:  # live progress and the latest checkpoint, written by the rank-0 trainer
+    elif job is not None and (state in ("running", "restarting", "suspended") or is_suspended(job)):
+        # Live progress and the latest checkpoint, written by the rank-0 trainer: only once the
+        # job has started (or was preempted); before that there is nothing to read, and a
+        # thousand pending runs would cost two S3 reads each per tick.
         obs.progress, _ = c.read_result(trainingrun.progress_uri(c.settings, body))
         obs.checkpoint, _ = c.read_result(trainingrun.checkpoint_index_uri(c.settings, body))
     return obs
@@ -254,13 +277,49 @@ def apply(c: Cluster, body: dict[str, Any], plan: Plan) -> None:
     # Written here, not through kopf's patch, so that a refused write is ours to report.
     delta = status_patch(dict(body.get("status") or {}), plan.status)
     if delta:
-        c.patch_status(body, delta)
+        WRITTEN.remember(body, c.patch_status(body, delta))
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
+class WrittenStatus:
+    """The status each object got from our last status write, until kopf's body shows it.
+
+    A busy operator's watch lags behind its own writes: the body a timer gets can still be
+    the version before our last status patch. Planned against it, the same patch would be
+    sent again on every tick until the watch catches up (a feedback loop under load). When
+    the body is exactly the version our write replaced, the status that write produced is
+    the current one. Any other version (ours or newer) is fresh: the body is used as it is.
+    """
+
+    def __init__(self, limit: int = 100_000):
+        self.limit = limit
+        self._by_uid: dict[str, tuple[str, str, dict[str, Any]]] = {}  # uid -> (rv before, rv after, status)
+
+    def remember(self, before: dict[str, Any], after: Any) -> None:
+        meta, new_meta = before.get("metadata") or {}, (after or {}).get("metadata") if isinstance(after, dict) else None
+        if not new_meta or not meta.get("uid") or not meta.get("resourceVersion"):
+            return
+        if len(self._by_uid) >= self.limit:  # entries of deleted objects: never more than this
+            self._by_uid.clear()
+        self._by_uid[meta["uid"]] = (meta["resourceVersion"], new_meta.get("resourceVersion"), after.get("status") or {})
+
+    def current(self, raw: dict[str, Any]) -> dict[str, Any]:
+        meta = raw.get("metadata") or {}
+        entry = self._by_uid.get(meta.get("uid"))
+        if entry is None:
+            return raw
+        if meta.get("resourceVersion") != entry[0]:
+            self._by_uid.pop(meta.get("uid"), None)  # the watch has caught up
+            return raw
+        return {**raw, "status": copy.deepcopy(entry[2])}
+
+
+WRITTEN = WrittenStatus()
+
+
 def reconcile(kind: str, observe: Callable, planner: Callable, body: kopf.Body, logger: Any) -> None:
-    raw = dict(body)
+    raw = WRITTEN.current(dict(body))
     raw.setdefault("kind", kind)
     c = cluster()
     try:
@@ -299,11 +358,41 @@ def _report_error(c: Cluster, body: dict[str, Any], message: str, logger: Any) -
 def _register(kind: str, observe: Callable, planner: Callable) -> None:
     plural = kind_info(kind).plural
 
-    def tick(body: kopf.Body, logger: Any, **_: Any) -> None:
+    def tick(body: kopf.Body, logger: Any, **kwargs: Any) -> None:
+        c = cluster()
+        c.indexes = {resource: kwargs[index_id] for resource, index_id in INDEXED.items() if index_id in kwargs}
         reconcile(kind, observe, planner, body, logger)
 
     tick.__name__ = f"reconcile_{plural}"
     kopf.timer(GROUP, VERSION, plural, interval=SETTINGS.reconcile_interval, id="reconcile")(tick)
+
+
+# Informer caches (kopf indexes, filled by the watches kopf runs anyway for the Loom kinds):
+# the parents a thousand TrainingRuns read on every tick, and the runs' PyTorchJobs, read
+# from memory instead of one GET each per run per tick. Level-triggered and restart-safe:
+# kopf fills the indexes from a fresh list before any handler runs, and a miss falls back
+# to a GET (Cluster.cached).
+INDEXED = {
+    (GROUP, VERSION, "datasets"): "loom_dataset_index",
+    (GROUP, VERSION, "labeljobs"): "loom_labeljob_index",
+    PYTORCHJOBS: "loom_pytorchjob_index",
+}
+
+
+@kopf.index(GROUP, VERSION, "datasets", id="loom_dataset_index")
+@kopf.index(GROUP, VERSION, "labeljobs", id="loom_labeljob_index")
+def index_parent(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, name): copy.deepcopy(dict(body))}
+
+
+@kopf.index(*PYTORCHJOBS, id="loom_pytorchjob_index", labels={"app.kubernetes.io/managed-by": "loom"})
+def index_pytorchjob(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    # What the TrainingRun planner reads of its job (conditions, times, suspend), not the pod templates.
+    spec = body.get("spec") or {}
+    return {(namespace, name): copy.deepcopy({
+        "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+        "metadata": {k: v for k, v in body["metadata"].items() if k != "managedFields"},
+        "spec": {"runPolicy": spec.get("runPolicy") or {}}, "status": body.get("status") or {}})}
 
 
 _register("Dataset", observe_dataset, dataset.plan)

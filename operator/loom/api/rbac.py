@@ -2,7 +2,7 @@
 
 Exactly the calls the operator makes, nothing more (loom.operator through the
 kubernetes client's CustomObjectsApi, and kopf, run with ``clusterwide=True,
-standalone=True`` and only timers). The Helm chart's ClusterRole
+standalone=True`` and only timers and indexes). The Helm chart's ClusterRole
 (charts/loom/templates/rbac.yaml) grants exactly these (a test checks it).
 """
 
@@ -51,7 +51,8 @@ RBAC_NEEDS: tuple[RbacNeed, ...] = (
         for plural in _LOOM_PLURALS
     ),
     RbacNeed("batch", "jobs", frozenset({"get", "create"}), "ingest, label and evaluate workload Jobs"),
-    RbacNeed("kubeflow.org", "pytorchjobs", frozenset({"get", "create"}), "TrainingRun's PyTorchJob"),
+    RbacNeed("kubeflow.org", "pytorchjobs", frozenset({"get", "create", "list", "watch"}),
+             "TrainingRun's PyTorchJob; kopf lists/watches them into an index (no GET per run per tick)"),
     RbacNeed("trainer.kubeflow.org", "trainjobs", frozenset({"get", "create"}),
              "TrainingRun's TrainJob (spec.backend trainjob, Kubeflow Trainer v2)"),
     RbacNeed("kueue.x-k8s.io", "localqueues", frozenset({"get"}),

@@ -4,6 +4,12 @@ Order (as in kube-apiserver): prune unknown fields, apply ``default:`` values,
 validate against the OpenAPI v3 schema, then evaluate the CEL rules
 (``x-kubernetes-validations``). Errors are Kubernetes-style field errors,
 e.g. ``spec.x: Invalid value: 1.5: spec.x in body should be less than or equal to 1``.
+
+On updates, validation is ratcheted as in Kubernetes >= 1.30 (CRDValidationRatcheting):
+a value the update leaves unchanged cannot fail it. The CEL rules of unchanged values are
+not evaluated (Kubernetes evaluates them and drops their errors: the same outcome), and
+the schema is checked on the top-level fields that changed (a status write does not
+re-validate the spec). The compiled JSON Schema validator is kept per schema.
 """
 from __future__ import annotations
 
@@ -238,16 +244,33 @@ def _evaluate(expression: str, activation: Obj) -> Any:
     return result
 
 
-def _cel_errors(schema: Obj, value: Any, old: Any, path: list[Any], has_old: bool) -> list[FieldError]:
+_ABSENT = object()
+
+
+def _cel_errors(schema: Obj, value: Any, old: Any, path: list[Any], has_old: bool,
+                cel: Any = _ABSENT, old_cel: Any = _ABSENT) -> list[FieldError]:
+    """The CEL rule errors of ``value`` and its children.
+
+    ``cel``/``old_cel``: the CEL forms of value/old when the parent converted them already
+    (a subtree is converted once, not once per rule on the way down).
+    """
     errors: list[FieldError] = []
-    for rule in schema.get("x-kubernetes-validations") or []:
+    # Ratcheting: an unchanged value's rules are skipped (its list items are still
+    # evaluated below: Kubernetes cannot correlate them with old items, so neither do we).
+    unchanged = has_old and value == old
+    rules = [] if unchanged else schema.get("x-kubernetes-validations") or []
+    for rule in rules:
         expression = rule.get("rule", "")
         transition = re.search(r"\boldSelf\b", expression) is not None
         if transition and not has_old:
             continue  # transition rules only run on updates where the old value exists
-        activation = {"self": to_cel(value, schema)}
+        if cel is _ABSENT:
+            cel = to_cel(value, schema)
+        activation = {"self": cel}
         if has_old:
-            activation["oldSelf"] = to_cel(old, schema)
+            if old_cel is _ABSENT:
+                old_cel = to_cel(old, schema)
+            activation["oldSelf"] = old_cel
         where = field_path(path)
         if rule.get("fieldPath"):
             where = (where + rule["fieldPath"]) if rule["fieldPath"].startswith(".") else f"{where}.{rule['fieldPath']}"
@@ -280,15 +303,38 @@ def _cel_errors(schema: Obj, value: Any, old: Any, path: list[Any], has_old: boo
             if sub is None or (not path and key == "metadata"):
                 continue
             child_has_old = has_old and isinstance(old, dict) and key in old
-            errors += _cel_errors(sub, child, old.get(key) if child_has_old else None, path + [key], child_has_old)
+            child_cel = _ABSENT if cel is _ABSENT or cel is None else cel.get(key, _ABSENT)
+            child_old_cel = _ABSENT if old_cel is _ABSENT or old_cel is None or not child_has_old \
+                else old_cel.get(key, _ABSENT)
+            errors += _cel_errors(sub, child, old.get(key) if child_has_old else None, path + [key], child_has_old,
+                                  child_cel, child_old_cel)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        cel_items = cel if isinstance(cel, list) and len(cel) == len(value) else None
         for index, item in enumerate(value):
             # List items are not correlated with old items (only map-lists are, in Kubernetes).
-            errors += _cel_errors(schema["items"], item, None, path + [index], False)
+            errors += _cel_errors(schema["items"], item, None, path + [index], False,
+                                  cel_items[index] if cel_items is not None else _ABSENT)
     return errors
 
 
 # --- the whole admission ---------------------------------------------------------------------
+
+_VALIDATORS: dict[int, tuple[Obj, Any]] = {}  # id(schema) -> (schema, its validator)
+
+
+def _validator(schema: Obj) -> Any:
+    """The JSON Schema validator of a CRD version's schema, translated and built once.
+
+    Keyed by identity (a registered type keeps its schema object); the entry holds the
+    schema, so the id cannot be reused by another object while cached.
+    """
+    hit = _VALIDATORS.get(id(schema))
+    if hit is None or hit[0] is not schema:
+        if len(_VALIDATORS) >= 256:
+            _VALIDATORS.clear()
+        hit = _VALIDATORS[id(schema)] = (schema, jsonschema.Draft4Validator(to_jsonschema(schema)))
+    return hit[1]
+
 
 def admit(schema: Obj | None, obj: Obj, old: Obj | None = None, pruned: list[str] | None = None) -> list[FieldError]:
     """Prune and default ``obj`` in place; return the validation errors (empty if valid)."""
@@ -296,12 +342,31 @@ def admit(schema: Obj | None, obj: Obj, old: Obj | None = None, pruned: list[str
         return []
     prune(schema, obj, pruned=pruned)
     apply_defaults(schema, obj)
-    validator = jsonschema.Draft4Validator(to_jsonschema(schema))
     body = {k: v for k, v in obj.items() if k != "metadata"}  # metadata is the server's business
-    errors = [_schema_error(e) for e in sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))]
+    old_body = {k: v for k, v in (old or {}).items() if k != "metadata"}
+    errors = _schema_errors(schema, body, old_body if old is not None else None)
     if errors:
         return errors  # CEL rules assume a well-typed object, as in Kubernetes
-    return _cel_errors(schema, body, {k: v for k, v in (old or {}).items() if k != "metadata"}, [], old is not None)
+    return _cel_errors(schema, body, old_body, [], old is not None)
+
+
+_SHALLOW_ROOT = {"type", "properties", "required"}  # root keywords the ratcheted path checks itself
+
+
+def _schema_errors(schema: Obj, body: Obj, old_body: Obj | None) -> list[FieldError]:
+    """The JSON Schema errors of ``body``; on an update, of its changed top-level fields only."""
+    validator = _validator(schema)
+    root = validator.schema
+    if old_body is None or not set(root) <= _SHALLOW_ROOT or root.get("type", "object") != "object":
+        found = list(validator.iter_errors(body))
+    else:
+        missing = [k for k in root.get("required") or [] if k not in body]
+        found = list(validator.descend(body, {"required": missing}) if missing else [])
+        properties = root.get("properties") or {}
+        for key, value in body.items():
+            if key in properties and not (key in old_body and old_body[key] == value):
+                found += validator.descend(value, properties[key], path=key, schema_path=key)
+    return [_schema_error(e) for e in sorted(found, key=lambda e: list(map(str, e.absolute_path)))]
 
 
 def invalid_error_message(group_kind: str, name: str, errors: list[FieldError]) -> str:

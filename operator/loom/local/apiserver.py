@@ -14,7 +14,6 @@ thread) or ``AsyncApiServer`` inside a running event loop.
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime
 import json
 import logging
@@ -34,7 +33,7 @@ from kmock._internal import rendering
 from kmock._internal.k8s import KubernetesEmulator
 
 from loom.local import admission, openapi, patching
-from loom.local.store import ApiError, Obj, ResourceType, Store, match_fields, match_labels, not_found, \
+from loom.local.store import ApiError, Obj, ResourceType, Store, clone, match_fields, match_labels, not_found, \
     parse_field_selector, parse_label_selector
 
 logger = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ class LoomKubernetes(KubernetesEmulator):
         ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
         for name in ("default", "kube-system", "kube-public"):
             ns["metadata"] = {"name": name}
-            self._create_object(self.store.types[NS_KEY], "v1", None, copy.deepcopy(ns), {})
+            self._create_object(self.store.types[NS_KEY], "v1", None, clone(ns), {})
 
     # --- the entry point ----------------------------------------------------------------------
 
@@ -200,7 +199,7 @@ class LoomKubernetes(KubernetesEmulator):
         if method == "GET" and name is None:
             return self._list(request, rtype, version, namespace, params)
         if method == "GET":
-            return self._json(self._present(rtype, version, self._get_or_404(rtype, namespace, name)))
+            return self._json(self._present(rtype, version, self._get_or_404(rtype, namespace, name, copy=False)))
         if method == "POST" and name is None:
             body = self._body(request)
             obj = self._create_object(rtype, version, namespace, body, params)
@@ -287,11 +286,12 @@ class LoomKubernetes(KubernetesEmulator):
         out.update({k: v for k, v in obj.items() if k not in ("apiVersion", "kind")})
         return out
 
-    def _get_or_404(self, rtype: ResourceType, namespace: str | None, name: str) -> Obj:
+    def _get_or_404(self, rtype: ResourceType, namespace: str | None, name: str, copy: bool = True) -> Obj:
+        """The stored object; a copy unless the caller only reads it (copy=False)."""
         obj = self.store.get(rtype.key, namespace or "" if rtype.namespaced else "", name)
         if obj is None:
             raise not_found(rtype, name)
-        return copy.deepcopy(obj)
+        return clone(obj) if copy else obj
 
     def _conflict(self, rtype: ResourceType, name: str) -> ApiError:
         return ApiError(409, "Conflict",
@@ -485,7 +485,7 @@ class LoomKubernetes(KubernetesEmulator):
                        params: dict[str, str]) -> Obj:
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of the request must be an object")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         meta = obj.get("metadata")
         meta = obj["metadata"] = dict(meta) if isinstance(meta, dict) else {}
         if rtype.namespaced:
@@ -563,18 +563,18 @@ class LoomKubernetes(KubernetesEmulator):
             if existing is None:
                 body.setdefault("metadata", {})["name"] = name
                 return self._create_object(rtype, version, namespace, body, params), True
-            new = patching.merge_patch(copy.deepcopy(existing), body)
+            new = patching.merge_patch(existing, body)
         elif existing is None:
             raise not_found(rtype, name)
         elif content_type == "application/json-patch+json":
             try:
-                new = patching.json_patch(copy.deepcopy(existing), body)
+                new = patching.json_patch(clone(existing), body)
             except patching.PatchTestFailed as exc:
                 raise ApiError(422, "Invalid", str(exc)) from None
             except patching.PatchInvalid as exc:
                 raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}") from None
         elif content_type == "application/merge-patch+json":
-            new = patching.merge_patch(copy.deepcopy(existing), body)
+            new = patching.merge_patch(existing, body)
         elif content_type == "application/strategic-merge-patch+json":
             try:
                 new = patching.strategic_merge_patch(existing, body)
@@ -584,11 +584,13 @@ class LoomKubernetes(KubernetesEmulator):
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "the patch did not result in an object")
-        return self._update(rtype, version, copy.deepcopy(existing), new, sub, params), False
+        # The patches leave ``existing`` unchanged, and so does _update (it copies ``new`` first).
+        return self._update(rtype, version, existing, new, sub, params), False
 
     def _update(self, rtype: ResourceType, version: str, old: Obj, new: Obj, sub: str | None,
                 params: dict[str, str]) -> Obj:
-        new = copy.deepcopy(new)
+        """``old`` is only read (it may be the stored object); ``new`` is copied before any change."""
+        new = clone(new)
         old_meta = old["metadata"]
         name = old_meta["name"]
         given_rv = (new.get("metadata") or {}).get("resourceVersion")
@@ -597,7 +599,7 @@ class LoomKubernetes(KubernetesEmulator):
         if sub == "status":
             # /status changes only .status.
             status = new.get("status")
-            new = copy.deepcopy(old)
+            new = clone(old)
             new.pop("status", None)
             if status is not None:
                 new["status"] = status
@@ -605,7 +607,7 @@ class LoomKubernetes(KubernetesEmulator):
             if rtype.status:  # the main resource cannot change .status
                 new.pop("status", None)
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = clone(old["status"])
             if not isinstance(new.get("metadata"), dict):
                 new["metadata"] = {}
         meta = new["metadata"]
@@ -693,7 +695,7 @@ class LoomKubernetes(KubernetesEmulator):
             if any(isinstance(ref, dict) and ref.get("uid") != uid and self.store.uid_exists(ref.get("uid"))
                    for ref in refs):
                 continue  # another owner lives
-            self._delete_object(rtype, copy.deepcopy(dependent))
+            self._delete_object(rtype, clone(dependent))
 
     def _delete_namespace(self, rtype: ResourceType, ns: Obj) -> Obj:
         name = ns["metadata"]["name"]
@@ -705,13 +707,13 @@ class LoomKubernetes(KubernetesEmulator):
         for key, obj in list(self.store.all_in_namespace(name)):
             current = self.store.get(key, name, obj["metadata"]["name"])
             if current is not None and key in self.store.types:
-                self._delete_object(self.store.types[key], copy.deepcopy(current))
+                self._delete_object(self.store.types[key], clone(current))
         return self._finish_namespace(name) or ns
 
     def _delete_collection(self, rtype: ResourceType, version: str, namespace: str | None,
                            params: dict[str, str]) -> aiohttp.web.Response:
         check = self._selected(params)
-        deleted = [self._present(rtype, version, self._delete_object(rtype, copy.deepcopy(obj)))
+        deleted = [self._present(rtype, version, self._delete_object(rtype, clone(obj)))
                    for obj in self.store.items(rtype.key, namespace) if check(obj, None, None)]
         return self._json({"kind": rtype.list_kind, "apiVersion": rtype.api_version(version),
                            "metadata": {"resourceVersion": str(self.store.rv)}, "items": deleted})

@@ -9,11 +9,12 @@ than answered with a silently wrong object.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import jsonpatch
 import jsonpointer
+
+from .store import clone
 
 
 class PatchTestFailed(Exception):
@@ -28,10 +29,11 @@ def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: dicts merge recursively, null deletes, anything else replaces.
 
     Keys starting with ``$`` are ordinary keys here (directives exist in strategic merge only).
+    ``target`` is left unchanged; the result shares the subtrees the patch does not touch.
     """
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = dict(target) if isinstance(target, dict) else {}  # a new dict on each patched level only
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -62,9 +64,9 @@ _DELETE = object()  # what a map patched with {"$patch": "delete"} becomes
 def _strategic(target: Any, patch: Any) -> Any:
     if isinstance(patch, list):
         _refuse_directives(patch)
-        return copy.deepcopy(patch)
+        return clone(patch)
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     directive = patch.get("$patch", "merge")
     retain = patch.get("$retainKeys")
     for key in patch:
@@ -76,7 +78,7 @@ def _strategic(target: Any, patch: Any) -> Any:
         raise PatchInvalid(f"unknown patch type: {directive!r} in $patch")
     if retain is not None and not (isinstance(retain, list) and all(isinstance(k, str) for k in retain)):
         raise PatchInvalid("$retainKeys must be a list of strings")
-    result = copy.deepcopy(target) if isinstance(target, dict) and directive == "merge" else {}
+    result = dict(target) if isinstance(target, dict) and directive == "merge" else {}  # see merge_patch
     if retain is not None:
         result = {k: v for k, v in result.items() if k in retain}
     for key, value in patch.items():
@@ -91,7 +93,8 @@ def _strategic(target: Any, patch: Any) -> Any:
 
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """A strategic merge patch of ``target`` (a copy); raises PatchInvalid for what it cannot do right."""
+    """A strategic merge patch of ``target`` (left unchanged: the result is new along the patched
+    paths and shares the rest); raises PatchInvalid for what it cannot do right."""
     result = _strategic(target, patch)
     if result is _DELETE:
         raise _unsupported("$patch: delete of the whole object")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import copy
 import dataclasses
 import re
 from typing import Any, Iterable
@@ -16,6 +15,16 @@ from typing import Any, Iterable
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (group, plural)
 Where = tuple[Key, tuple[str, str]]  # (group, plural), (namespace, name)
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of a JSON tree (dicts, lists, scalars): what copy.deepcopy gives for
+    these, several times faster (no memo, no dispatch). Stored objects are JSON trees."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
 
 
 class ApiError(Exception):
@@ -187,11 +196,13 @@ class Store:
         return self.rv
 
     def put(self, key: tuple[str, str], obj: Obj, event_type: str) -> Obj:
-        """Store a new state of an object (ADDED or MODIFIED), bumping the resourceVersion."""
+        """Store a new state of an object (ADDED or MODIFIED), bumping the resourceVersion.
+
+        The store keeps its own copy; ``obj`` (with its new resourceVersion) is returned."""
         meta = obj["metadata"]
         rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
-        stored = copy.deepcopy(obj)
+        stored = clone(obj)
         loc = (meta.get("namespace") or "", meta["name"])
         previous = self.objects[key].get(loc)
         if previous is not None:
@@ -199,7 +210,7 @@ class Store:
         self.objects[key][loc] = stored
         self._index(key, stored)
         self._emit(Event(rv, key, event_type, stored))
-        return copy.deepcopy(stored)
+        return obj
 
     def remove(self, key: tuple[str, str], obj: Obj) -> Obj:
         meta = obj["metadata"]
@@ -207,10 +218,10 @@ class Store:
         if previous is not None:
             self._unindex(key, previous)
         rv = self.next_rv()
-        gone = copy.deepcopy(obj)
+        gone = clone(obj)
         gone["metadata"]["resourceVersion"] = str(rv)
         self._emit(Event(rv, key, "DELETED", gone))
-        return copy.deepcopy(gone)
+        return clone(gone)
 
     # --- watching -----------------------------------------------------------------------------
 

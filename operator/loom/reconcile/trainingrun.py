@@ -155,7 +155,9 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
                      f"{kind} {job['metadata']['name']} created suspended in LocalQueue {topo.queue!r}; "
                      "waiting for Kueue to admit it")
         else:
-            sb.phase("Pending", "JobCreated", f"{kind} {job['metadata']['name']} created")
+            # The words the next ticks use for a job that exists and has not started (see
+            # below): one status write, not a second one that only rewords the first.
+            sb.phase("Pending", f"{kind}Created", f"{kind} {job['metadata']['name']} is created")
         return Plan(status=sb.build(), create=[job], events=[Event("Normal", "Created", f"created {kind} {job['metadata']['name']}")])
 
     outcome = trainjob.trainjob_outcome if backend == "trainjob" else pytorchjob_outcome
