@@ -1,8 +1,11 @@
 """The chart's ClusterRole (loom.api.RBAC_NEEDS) against what the operator really calls.
 
 The operator runs with its own token; the embedded API server's audit records every
-request. Runs after test_chain (alphabetical order), so the whole chain, a canary
-promotion and a rollback have gone through the operator by then.
+request. It must run last among the integration tests (pytest runs the files in
+alphabetical order), so that by then the chain, canary promotion and rollback
+(test_chain, test_delivery_it), a Kueue LocalQueue lookup (test_kueue_training_it)
+and the reads of parents missing from the operator's index (test_any_order_it)
+have gone through the operator. Run alone, it reports those grants as unused.
 """
 from __future__ import annotations
 
