@@ -31,8 +31,18 @@ class Env:
                                         workdir / "operator.log", interval=0.5).start()
         return self.operator
 
-    def quickstart(self, name: str) -> list[dict[str, Any]]:
-        return load(ROOT / "examples" / "quickstart" / name, demo.template_vars(self.cluster.s3_env))
+    def quickstart(self, name: str, ns: str | None = None) -> list[dict[str, Any]]:
+        """The quickstart's manifests in `name`; with `ns`, moved into that namespace."""
+        docs = load(ROOT / "examples" / "quickstart" / name, demo.template_vars(self.cluster.s3_env))
+        if ns:
+            for doc in docs:
+                doc["metadata"]["name" if doc["kind"] == "Namespace" else "namespace"] = ns
+        return docs
+
+    def tenant(self, ns: str) -> str:
+        """A namespace with the quickstart's S3 Secret and ServiceAccount in it."""
+        self.applier.apply_all(self.quickstart("00-namespace.yaml", ns))
+        return ns
 
     def get(self, kind: str, name: str, ns: str = "quickstart") -> dict[str, Any]:
         return self.applier.get("loom.dev/v1alpha1", kind, name, ns) or {}

@@ -64,10 +64,7 @@ ADMISSION = [
 
 @pytest.fixture(scope="module")
 def namespace(env):
-    env.applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    secret = copy.deepcopy(env.quickstart("00-namespace.yaml")[1])
-    secret["metadata"]["namespace"] = NS
-    env.applier.apply(secret)
+    env.tenant(NS)
     return NS
 
 

@@ -4,7 +4,6 @@ a new generation reports drift against the previous version; bad input fails wit
 reason; the split cannot be edited."""
 from __future__ import annotations
 
-import copy
 import io
 import json
 
@@ -50,10 +49,7 @@ def dataset(name, uris, split=SPLIT, **extra):
 
 @pytest.fixture(scope="module")
 def namespace(env):
-    env.applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    secret = copy.deepcopy(env.quickstart("00-namespace.yaml")[1])
-    secret["metadata"]["namespace"] = NS
-    env.applier.apply(secret)
+    env.tenant(NS)
     env.storage.ensure_bucket("loom-examples")
     rows = visits(1)
     env.storage.put_bytes(f"s3://loom-examples/{NS}/visits.jsonl",

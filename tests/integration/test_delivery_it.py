@@ -8,7 +8,6 @@ after; a third rollout is promoted by hand (loom.dev/promote).
 """
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
@@ -25,15 +24,6 @@ pytestmark = pytest.mark.integration
 NS = "delivery"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
 FAILURE_LIMIT = 2
-
-
-def in_ns(doc):
-    doc = copy.deepcopy(doc)
-    if doc["kind"] == "Namespace":
-        doc["metadata"]["name"] = NS
-    else:
-        doc["metadata"]["namespace"] = NS
-    return doc
 
 
 def deployment(evaluation, webhooks=(), annotations=None, steps=(20, 50)):
@@ -107,11 +97,11 @@ class Hooks:
 
 
 def second_model(env, suffix, hidden, seed):
-    tr = in_ns(env.quickstart("03-trainingrun.yaml")[0])
+    tr = env.quickstart("03-trainingrun.yaml", NS)[0]
     tr["metadata"]["name"] = f"iris-mlp-{suffix}"
     tr["spec"]["model"]["hiddenUnits"] = hidden
     tr["spec"]["hyperparameters"]["seed"] = seed
-    ev = in_ns(env.quickstart("04-evaluation.yaml")[0])
+    ev = env.quickstart("04-evaluation.yaml", NS)[0]
     ev["metadata"]["name"] = f"iris-mlp-{suffix}-eval"
     ev["spec"]["trainingRunRef"]["name"] = tr["metadata"]["name"]
     env.applier.apply_all([tr, ev])
@@ -133,7 +123,7 @@ def proxy_counts(url, since=None):
 @pytest.fixture(scope="module")
 def served(env):
     for name in ("00-namespace.yaml", "01-dataset.yaml", "02-labeljob.yaml", "03-trainingrun.yaml", "04-evaluation.yaml"):
-        env.applier.apply_all([in_ns(d) for d in env.quickstart(name)])
+        env.applier.apply_all(env.quickstart(name, NS))
     env.applier.apply(deployment("iris-mlp-eval"))
     dep = env.wait_phase("Deployment", "iris", {"Available", "Failed"}, timeout=400, ns=NS)
     assert phase(dep) == "Available", dep["status"]
@@ -177,7 +167,7 @@ def _forge_slow_trainingrun(env, base: dict) -> dict:
     they are written, so no PyTorchJob races them; the Evaluation then scores the slow model for real)."""
     from loom.local.slowmodel import register_slow_model, without_latency_bounds
 
-    ev = without_latency_bounds(in_ns(env.quickstart("04-evaluation.yaml")[0]))
+    ev = without_latency_bounds(env.quickstart("04-evaluation.yaml", NS)[0])
     ev["metadata"]["name"] = "iris-mlp-slow-eval"
     ev["spec"]["trainingRunRef"]["name"] = "iris-mlp-slow"
     env.operator.kill()

@@ -12,22 +12,10 @@ pytestmark = pytest.mark.integration
 NS = "eval-it"
 
 
-def _in_ns(env, name):
-    docs = []
-    for doc in env.quickstart(name):
-        doc = copy.deepcopy(doc)
-        if doc["kind"] == "Namespace":
-            doc["metadata"]["name"] = NS
-        else:
-            doc["metadata"]["namespace"] = NS
-        docs.append(doc)
-    return docs
-
-
 @pytest.fixture(scope="module")
 def passed(env):
     for name in ("00-namespace.yaml", "01-dataset.yaml", "02-labeljob.yaml", "03-trainingrun.yaml", "04-evaluation.yaml"):
-        env.applier.apply_all(_in_ns(env, name))
+        env.applier.apply_all(env.quickstart(name, NS))
     return env.wait_phase("Evaluation", "iris-mlp-eval", {"Passed", "Failed"}, ns=NS, timeout=300)
 
 
@@ -64,7 +52,7 @@ def test_quickstart_evaluation_passes_with_a_model_card(env, passed):
 
 
 def test_a_threshold_no_model_can_meet_fails_naming_it(env, passed):
-    ev = copy.deepcopy(_in_ns(env, "04-evaluation.yaml")[0])
+    ev = copy.deepcopy(env.quickstart("04-evaluation.yaml", NS)[0])
     ev["metadata"]["name"] = "iris-mlp-too-strict"
     ev["spec"]["thresholds"].append({"metric": "latency_p50_ms", "max": 0.000001})
     env.applier.apply(ev)
@@ -112,10 +100,10 @@ def test_champion_in_another_namespace_is_refused(env, passed):
 def test_champion_is_the_model_the_deployment_serves(env, passed):
     # Serve the passed model, then evaluate a model against it: the champion is read from the
     # Deployment's status.model and scored on the same test split.
-    env.applier.apply_all(_in_ns(env, "05-deployment.yaml"))
+    env.applier.apply_all(env.quickstart("05-deployment.yaml", NS))
     dep = env.wait_phase("Deployment", "iris", {"Available", "Failed"}, ns=NS, timeout=180)
     assert phase(dep) == "Available", dep["status"]
-    ev = copy.deepcopy(_in_ns(env, "04-evaluation.yaml")[0])
+    ev = copy.deepcopy(env.quickstart("04-evaluation.yaml", NS)[0])
     ev["metadata"]["name"] = "iris-mlp-vs-champion"
     ev["spec"]["champion"]["tolerance"] = 0.0
     env.applier.apply(ev)

@@ -23,10 +23,7 @@ BUCKET = "s3://loom-examples/labels-it"
 
 @pytest.fixture(scope="module")
 def namespace(env):
-    env.applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    secret = copy.deepcopy(env.quickstart("00-namespace.yaml")[1])
-    secret["metadata"]["namespace"] = NS
-    env.applier.apply(secret)
+    env.tenant(NS)
     dataset = copy.deepcopy(env.quickstart("01-dataset.yaml")[0])
     dataset["metadata"]["namespace"] = NS
     env.applier.apply(dataset)

@@ -1,7 +1,6 @@
 """A crash of the operator at any point converges: no duplicate children, no lost record."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 
@@ -14,13 +13,7 @@ NS = "restart"
 def test_operator_killed_mid_chain_converges_without_duplicates(env):
     docs = []
     for name in ("00-namespace.yaml", "01-dataset.yaml", "02-labeljob.yaml", "03-trainingrun.yaml", "04-evaluation.yaml"):
-        for doc in env.quickstart(name):
-            doc = copy.deepcopy(doc)
-            if doc["kind"] == "Namespace":
-                doc["metadata"]["name"] = NS
-            else:
-                doc["metadata"]["namespace"] = NS
-            docs.append(doc)
+        docs += env.quickstart(name, NS)
     env.applier.apply_all(docs)
     env.wait_phase("TrainingRun", "iris-mlp", {"Running", "Pending"}, ns=NS, timeout=120)
     env.wait("TrainingRun", "iris-mlp", lambda o: (o.get("status") or {}).get("jobName"), ns=NS, timeout=60)
