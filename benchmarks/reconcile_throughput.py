@@ -32,7 +32,7 @@ from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 
 from loom import demo  # noqa: E402
-from loom.backends.pytorchjob import pytorch_job  # noqa: E402
+from loom.backends.pytorchjob import Topology, pytorch_job  # noqa: E402
 from loom.config import Settings  # noqa: E402
 from loom.local.cluster import EmbeddedCluster  # noqa: E402
 from loom.local.operatorproc import OperatorProcess  # noqa: E402
@@ -90,7 +90,7 @@ def main() -> None:
         task = {"outputPrefix": "s3://loom/bare/x/", "resultUri": "s3://loom/bare/r.json"}
         owner = {"apiVersion": "loom.dev/v1alpha1", "kind": "TrainingRun", "name": "o", "uid": "u"}
         manifests = [pytorch_job(name=f"tr-{i:05d}-g1", namespace="bare", task=task, owner=owner, labels={},
-                                 settings=settings, workers=1, nproc_per_node=1) for i in range(args.n)]
+                                 settings=settings, topology=Topology(workers=1)) for i in range(args.n)]
         for m in manifests:
             m["metadata"].pop("ownerReferences")  # no owner exists in this namespace
         t0 = time.perf_counter()

@@ -7,7 +7,7 @@ from kubernetes.client import ApiClient
 
 from loom.backends.inferenceservice import inference_service, isvc_state, served_model
 from loom.backends.jobs import job_outcome, workload_job
-from loom.backends.pytorchjob import pytorch_job, pytorchjob_outcome
+from loom.backends.pytorchjob import Topology, pytorch_job, pytorchjob_outcome
 from loom.config import Settings
 
 OWNER = {"apiVersion": "loom.dev/v1alpha1", "kind": "Deployment", "name": "iris", "uid": "u-1", "controller": True}
@@ -64,7 +64,7 @@ def test_pytorchjob_matches_kubeflow_models():
     from kubeflow.training.api_client import ApiClient as KFApiClient
 
     job = pytorch_job(name="r-g1", namespace="q", task={"k": 1}, owner=OWNER, labels={}, settings=Settings(),
-                      workers=2, nproc_per_node=1, cpu="1", memory="1Gi", gpus=1)
+                      topology=Topology(workers=2, nproc_per_node=1, cpu="1", memory="1Gi", gpus=1))
     back = _roundtrip(job, "KubeflowOrgV1PyTorchJob", KFApiClient())
     assert back == job
     container = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]

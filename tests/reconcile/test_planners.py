@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from loom.config import Settings
-from loom.reconcile import dataset, deployment, evaluation, labeljob, trainingrun
+from loom.reconcile import dataset, deployment, evaluation, gate, labeljob, trainingrun
 from loom.reconcile.common import child_name, get_condition
 from loom.reconcile.steps import StepObserved
 
@@ -126,7 +126,7 @@ def test_gpus_become_resource_requests_and_limits():
 
 
 def test_judge_names_each_failing_check():
-    checks = evaluation.judge({"accuracy": 0.7, "f1_macro": 0.9},
+    checks = gate.judge({"accuracy": 0.7, "f1_macro": 0.9},
                               [{"metric": "accuracy", "min": 0.8}, {"metric": "f1_macro", "min": 0.8, "max": 0.95}])
     assert [c["passed"] for c in checks] == [False, True, True]
     assert checks[0]["message"] == "accuracy 0.7000 < min 0.8000"

@@ -146,13 +146,10 @@ def pytorch_job(
     owner: dict[str, Any],
     labels: dict[str, str],
     settings: Settings,
-    topology: Topology | None = None,
-    **legacy: Any,
+    topology: Topology,
 ) -> dict[str, Any]:
-    """The PyTorchJob of a TrainingRun: Master plus ``workers`` Workers, one gang.
-
-    ``legacy`` (workers, nproc_per_node, cpu, memory, gpus, image) is the older keyword form."""
-    topo = topology or Topology(**{k: v for k, v in legacy.items() if v is not None})
+    """The PyTorchJob of a TrainingRun: Master plus ``topology.workers`` Workers, one gang."""
+    topo = topology
     spec = pod_spec(settings, task, topo)
     meta_labels = pod_labels(labels, topo)
     if topo.queue and topo.priority_class:

@@ -143,7 +143,7 @@ def plan(body: dict[str, Any], observed: StepObserved, settings: Settings, now: 
     sb = StatusBuilder(body, now)
     if is_settled(body):
         return Plan(status=sb.build())
-    dumped, refused = read_spec(body, sb)
+    dumped, refused = read_spec(body, sb, "split.frozenTestFrom", "drift.baselineFrom")
     if refused:
         return refused
     changed = split_change_problem(body, dumped)
@@ -156,11 +156,6 @@ def plan(body: dict[str, Any], observed: StepObserved, settings: Settings, now: 
     ):
         if not ref:
             continue
-        from loom.reconcile.common import ref_namespace_error
-
-        cross = ref_namespace_error(ref, body["metadata"]["namespace"], f"spec.{role}")
-        if cross:
-            return _fail(sb, "CrossNamespaceReference", cross)
         if ref["name"] == body["metadata"]["name"]:
             return _fail(sb, "InvalidReference", f"spec.{role} names this Dataset itself")
         waiting = _wait_for(sb, seen, ref["name"], f"spec.{role}", body)

@@ -13,9 +13,8 @@ from loom.config import Settings
 from loom.lineage.openlineage import dataset_digest, dataset_uri
 from loom.reconcile import gate
 from loom.reconcile.common import (
-    Event, LineageRecord, Plan, StatusBuilder, child_name, owner_reference, ref_namespace_error,
+    Event, LineageRecord, Plan, StatusBuilder, child_name, owner_reference,
 )
-from loom.reconcile.gate import judge  # noqa: F401 - re-exported: evaluation.judge
 from loom.reconcile.steps import StepObserved, dependency_problem, finished_result, is_settled, labels_for, result_uri, run_key, read_spec
 
 
@@ -87,16 +86,9 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
     sb = StatusBuilder(body, now)
     if is_settled(body):
         return Plan(status=sb.build())
-    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    dumped, refused = read_spec(body, sb, "trainingRunRef")
+    dumped, refused = read_spec(body, sb, "trainingRunRef", "champion.deploymentRef")
     if refused:
         return refused
-    champion_spec = dumped.get("champion")
-    if champion_spec:
-        cross = ref_namespace_error(champion_spec["deploymentRef"], ns, "spec.champion.deploymentRef")
-        if cross:
-            sb.phase("Failed", "CrossNamespaceReference", cross, failed=True)
-            return Plan(status=sb.build(), events=[Event("Warning", "CrossNamespaceReference", cross)])
 
     tr_name = dumped["trainingRunRef"]["name"]
     if observed.job is None:

@@ -79,9 +79,10 @@ def dependency_problem(dep: dict[str, Any] | None, kind: str, name: str, ready_p
     return f"Waiting{kind}", f"waiting for {kind} {name!r} (phase {phase})", False
 
 
-def read_spec(body: dict[str, Any], sb: Any, ref_field: str | None = None) -> tuple[dict[str, Any] | None, Any]:
-    """The spec as camelCase JSON, or (None, a Failed plan) when it is invalid or reaches
-    into another namespace. Admission catches most of this; the planner is the last line."""
+def read_spec(body: dict[str, Any], sb: Any, *ref_paths: str) -> tuple[dict[str, Any] | None, Any]:
+    """The spec as camelCase JSON, or (None, a Failed plan) when it is invalid or one of the
+    references at ``ref_paths`` (dotted, e.g. "champion.deploymentRef"; unset ones are skipped)
+    reaches into another namespace. Admission catches most of this; the planner is the last line."""
     from loom.api import parse_spec
     from loom.reconcile.common import Event, Plan, ref_namespace_error
 
@@ -91,8 +92,11 @@ def read_spec(body: dict[str, Any], sb: Any, ref_field: str | None = None) -> tu
         sb.phase("Failed", "InvalidSpec", str(exc), failed=True)
         return None, Plan(status=sb.build(), events=[Event("Warning", "InvalidSpec", str(exc))])
     dumped = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
-    if ref_field:
-        cross = ref_namespace_error(dumped[ref_field], body["metadata"]["namespace"], f"spec.{ref_field}")
+    for path in ref_paths:
+        ref: Any = dumped
+        for key in path.split("."):
+            ref = ref.get(key) if isinstance(ref, dict) else None
+        cross = ref_namespace_error(ref, body["metadata"]["namespace"], f"spec.{path}") if ref else None
         if cross:
             sb.phase("Failed", "CrossNamespaceReference", cross, failed=True)
             return None, Plan(status=sb.build(), events=[Event("Warning", "CrossNamespaceReference", cross)])

@@ -21,7 +21,7 @@ from loom.backends.pytorchjob import Topology, is_suspended, pytorch_job, pytorc
 from loom.backends import trainjob
 from loom.config import Settings
 from loom.reconcile.common import (
-    Event, LineageRecord, Plan, StatusBuilder, child_name, now_iso, owner_reference, ref_namespace_error,
+    Event, LineageRecord, Plan, StatusBuilder, child_name, now_iso, owner_reference,
 )
 from loom.reconcile.steps import dependency_problem, is_settled, labels_for, result_uri, run_key, read_spec
 
@@ -99,13 +99,9 @@ def plan(body: dict[str, Any], observed: Observed, settings: Settings, now: dt.d
     if is_settled(body):
         return Plan(status=sb.build())
     ns = body["metadata"]["namespace"]
-    dumped, refused = read_spec(body, sb, "labelJobRef")
+    dumped, refused = read_spec(body, sb, "labelJobRef", "storageSecretRef")
     if refused:
         return refused
-    cross = ref_namespace_error(dumped.get("storageSecretRef"), ns, "spec.storageSecretRef")
-    if cross:
-        sb.phase("Failed", "CrossNamespaceReference", cross, failed=True)
-        return Plan(status=sb.build(), events=[Event("Warning", "CrossNamespaceReference", cross)])
     backend = dumped.get("backend", "pytorchjob")
     kind = "TrainJob" if backend == "trainjob" else "PyTorchJob"
     topo = Topology.from_spec(dumped)

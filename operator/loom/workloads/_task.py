@@ -152,13 +152,6 @@ def to_csv_bytes(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
-def write_csv(storage: Storage, uri: str, df: pd.DataFrame) -> dict[str, Any]:
-    """Write a split; returns its reference ``{uri, digest, rows}``."""
-    data = to_csv_bytes(df)
-    storage.put_bytes(uri, data, content_type="text/csv")
-    return {"uri": uri, "digest": sha256_bytes(data), "rows": int(len(df))}
-
-
 def read_split(storage: Storage, ref: dict[str, Any], name: str, verify: bool = True) -> pd.DataFrame:
     """Read a split reference; checks its digest when the reference has one."""
     uri = require(ref, "uri", f"splits.{name}")
